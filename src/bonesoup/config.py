@@ -310,24 +310,3 @@ def validate_config(config: RunConfig) -> None:
     _require(0 < evaluation.top_p <= 1, f"evaluation.top_p = {evaluation.top_p}: expected (0, 1]")
     _require(all(k >= 1 for k in evaluation.extrapolation_candidates),
              f"evaluation.extrapolation_candidates {evaluation.extrapolation_candidates}: each k >= 1")
-
-
-def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
-    """Return a copy of `config` with `section.key=value` overrides applied (values parsed as YAML)."""
-    data = config.to_dict()
-    for override in overrides:
-        key, separator, text = override.partition("=")
-        if not separator or not key:
-            raise BonesoupError(f"invalid override {override!r}: expected section.key=value")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise BonesoupError(f"invalid value in override {override!r}: {error}") from error
-        target = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(target.get(part), dict):
-                raise BonesoupError(f"invalid override {override!r}: {part!r} is not a section")
-            target = target[part]
-        target[parts[-1]] = value
-    return config_from_dict(data)

@@ -1,0 +1,84 @@
+"""`bonesoup seek CONFIG`: train the backbones (Bone Soups, Rewarded Soups and MORLHF points)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from bonesoup.config import apply_overrides, load_config, save_config
+from bonesoup.models import set_torch_threads
+from bonesoup.rundir import RunDir
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "seek",
+        help="train the backbones with multi-objective RL",
+        description="Train every missing backbone of the run with KL-regularised RL on its "
+        "mixture of normalised rewards. Finished backbones are reused and interrupted ones "
+        "resume from their last checkpoint.",
+    )
+    parser.add_argument("config", help="YAML run configuration, e.g. configs/demo.yaml")
+    parser.add_argument("--run-dir", help="run folder (default: run_dir from the config)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set training.steps=8 (repeatable)",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", help="train only these training seeds")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer steps and prompts (as `bonesoup run --quick`), written to RUN_DIR-quick",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate config, objectives, prompts and the backbone plan; train nothing",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bonesoup.seek import SeekError, dry_run, heldout_table, seek
+
+    set_torch_threads(1)
+    config = apply_overrides(load_config(args.config), args.overrides)
+    if args.run_dir:
+        config.run_dir = args.run_dir
+    if args.quick:
+        from bonesoup.pipeline import quick_config
+
+        config = quick_config(config)
+    if args.dry_run:
+        print(json.dumps(dry_run(config, config.run_dir, args.seeds), indent=2))
+        return 0
+    run_dir = RunDir(Path(config.run_dir))
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir.config)
+    start = time.perf_counter()
+    status = 0
+    try:
+        paths = seek(config, run_dir.root, args.seeds, progress=not args.no_progress)
+    except SeekError as error:
+        print(f"bonesoup: error: {error}", file=sys.stderr)
+        paths, status = [], 1
+    _print_heldout(heldout_table(config, run_dir.root, args.seeds))
+    print(f"{len(paths)} backbones in {run_dir.root} ({time.perf_counter() - start:.0f} s)")
+    return status
+
+
+def _print_heldout(rows: list[dict]) -> None:
+    print(f"{'backbone':<18} {'seed':>4} {'weights':<22} {'h theta_0':>10} {'h backbone':>11}")
+    for row in rows:
+        weights = ", ".join(f"{w:.2f}" for w in row["weights"])
+        theta0 = "-" if row["theta_0"] is None else f"{row['theta_0']:.3f}"
+        backbone = "-" if row["backbone"] is None else f"{row['backbone']:.3f}"
+        print(f"{row['name']:<18} {row['seed']:>4} {weights:<22} {theta0:>10} {backbone:>11}")
