@@ -21,21 +21,45 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"bonesoup: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bonesoup", description=__doc__.splitlines()[0])
+def _command_modules() -> list[str]:
+    names = (info.name for info in pkgutil.iter_modules(commands.__path__))
+    return sorted(name for name in names if not name.startswith("_"))
+
+
+def _requested_command(argv: list[str], modules: list[str]) -> str | None:
+    """Return the module of the subcommand in `argv`, if it names one."""
+    for token in argv:
+        if token.startswith("-"):
+            continue
+        module = token.replace("-", "_")
+        return module if module in modules else None
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Build the parser; with `argv`, import only the requested subcommand's module.
+
+    Several subcommands import torch and transformers (seconds of start-up), so a command such as
+    `bonesoup coefficients` registers its own parser alone. Top-level help registers them all.
+    """
+    parser = _Parser(
+        prog="bonesoup",
+        description="Bone Soups: train backbone models on reward mixtures, merge them per "
+        "preference, evaluate the fronts and serve the soups.",
+    )
     parser.add_argument("--version", action="version", version=f"bonesoup {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if module_info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"bonesoup.commands.{module_info.name}")
-        module.register(subparsers)
+    modules = _command_modules()
+    requested = _requested_command(argv, modules) if argv is not None else None
+    for name in [requested] if requested else modules:
+        importlib.import_module(f"bonesoup.commands.{name}").register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

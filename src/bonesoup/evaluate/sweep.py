@@ -45,13 +45,16 @@ RANK_POLL_SECONDS = 10.0
 def evaluation_fingerprint(config: RunConfig, sweep_split: str = "test") -> str:
     """Hash of everything that decides an evaluated row: model, prompts, objectives, sampling.
 
-    NOTE: retrained backbones keep the fingerprint; delete RUN_DIR/eval after retraining.
+    The training section is included so that backbones retrained with other settings never reuse
+    rows of the old ones.
     """
     data = config.to_dict()
     evaluation = {key: value for key, value in data["evaluation"].items()
                   if key not in _UNKEYED_EVALUATION_FIELDS}
     chosen = {key: data[key] for key in ("model", "prompts", "objectives", "normalization",
                                          "backbones")}
+    chosen["training"] = {key: value for key, value in data["training"].items()
+                          if key not in ("workers", "logging", "seeds")}
     chosen["evaluation"] = evaluation
     chosen["sweep_split"] = sweep_split
     text = json.dumps(chosen, sort_keys=True, default=str)
