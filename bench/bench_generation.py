@@ -57,10 +57,16 @@ def measure_reference(model, tokenizer, prompts, max_new_tokens, seed) -> tuple[
     for prompt in prompts:
         encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
-            output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=True,
-                                    top_p=0.9, top_k=0, pad_token_id=tokenizer.pad_token_id,
-                                    eos_token_id=stop_ids)
-        generated = output[:, encoded["input_ids"].shape[1]:]
+            output = model.generate(
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                top_p=0.9,
+                top_k=0,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=stop_ids,
+            )
+        generated = output[:, encoded["input_ids"].shape[1] :]
         new_tokens += _count_new_tokens(generated, stop_ids, tokenizer.pad_token_id)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return new_tokens / wall, new_tokens / cpu
@@ -87,9 +93,7 @@ def main() -> None:
             measure(model, tokenizer, prompts, args.batch_size, args.max_new_tokens, repeat)
         )
         single.append(measure(model, tokenizer, prompts, 1, args.max_new_tokens, repeat))
-        reference.append(
-            measure_reference(model, tokenizer, prompts, args.max_new_tokens, repeat)
-        )
+        reference.append(measure_reference(model, tokenizer, prompts, args.max_new_tokens, repeat))
     result = {
         "prompts": len(prompts),
         "max_new_tokens": args.max_new_tokens,

@@ -27,46 +27,65 @@ BACKBONES = {
     "rewarded-soup-1": [0.0, 1.0],
     "morlhf-0": [0.5, 0.5],
 }
-ALL_METHODS = ["bone-soup", "bone-soup-extrapolated", "rewarded-soup", "aba", "morlhf",
-               "theta_0", "mod"]
+ALL_METHODS = [
+    "bone-soup",
+    "bone-soup-extrapolated",
+    "rewarded-soup",
+    "aba",
+    "morlhf",
+    "theta_0",
+    "mod",
+]
 
 
 def _config(base_dir: Path, run_dir: Path, workers: int = 1, seeds: tuple[int, ...] = (0,)):
-    return config_from_dict({
-        "run_dir": str(run_dir),
-        "model": {"name_or_path": str(base_dir)},
-        "prompts": {"source": "chitchat", "max_words": 12, "test": 4, "validation": 2},
-        "objectives": ["conciseness", "sentiment"],
-        "backbones": {"beta": 0.7, "morlhf": [[0.5, 0.5]]},
-        "training": {"seeds": list(seeds)},
-        "evaluation": {
-            "methods": ALL_METHODS,
-            "grid": 2,
-            "max_new_tokens": 8,
-            "batch_size": 4,
-            "workers": workers,
-            "extrapolation_candidates": [1.0, 1.5],
-        },
-    })
+    return config_from_dict(
+        {
+            "run_dir": str(run_dir),
+            "model": {"name_or_path": str(base_dir)},
+            "prompts": {"source": "chitchat", "max_words": 12, "test": 4, "validation": 2},
+            "objectives": ["conciseness", "sentiment"],
+            "backbones": {"beta": 0.7, "morlhf": [[0.5, 0.5]]},
+            "training": {"seeds": list(seeds)},
+            "evaluation": {
+                "methods": ALL_METHODS,
+                "grid": 2,
+                "max_new_tokens": 8,
+                "batch_size": 4,
+                "workers": workers,
+                "extrapolation_candidates": [1.0, 1.5],
+            },
+        }
+    )
 
 
-def _write_run(root: Path, base_dir: Path, tokenizer, workers: int = 1,
-               seeds: tuple[int, ...] = (0,)) -> Path:
+def _write_run(
+    root: Path, base_dir: Path, tokenizer, workers: int = 1, seeds: tuple[int, ...] = (0,)
+) -> Path:
     """A run folder with full-weight backbones, normalization.json and config.yaml."""
     run = RunDir(root)
     for seed in seeds:
         for index, (name, weights) in enumerate(BACKBONES.items()):
             folder = run.backbone(seed, name)
-            model = perturb_model(build_tiny_llama(seed=0), seed=10 + index + 100 * seed,
-                                  scale=0.3)
+            model = perturb_model(build_tiny_llama(seed=0), seed=10 + index + 100 * seed, scale=0.3)
             model.save_pretrained(folder)
             method = name.rsplit("-", 1)[0]
-            (folder / "backbone.json").write_text(json.dumps(
-                {"name": name, "method": method, "weights": weights, "seed": seed,
-                 "status": "done"}))
-    Normalizer(means={"conciseness": 0.5, "sentiment": 0.0},
-               stds={"conciseness": 0.3, "sentiment": 0.5},
-               counts={"conciseness": 8, "sentiment": 8}).save(run.normalization)
+            (folder / "backbone.json").write_text(
+                json.dumps(
+                    {
+                        "name": name,
+                        "method": method,
+                        "weights": weights,
+                        "seed": seed,
+                        "status": "done",
+                    }
+                )
+            )
+    Normalizer(
+        means={"conciseness": 0.5, "sentiment": 0.0},
+        stds={"conciseness": 0.3, "sentiment": 0.5},
+        counts={"conciseness": 8, "sentiment": 8},
+    ).save(run.normalization)
     save_config(_config(base_dir, root, workers, seeds), run.config)
     return root
 
@@ -87,8 +106,15 @@ def test_sweep_writes_one_row_per_job(evaluated_run):
     keys = [row["key"] for row in rows]
     assert len(keys) == len(set(keys))
     counts = {method: sum(row["method"] == method for row in rows) for method in ALL_METHODS}
-    assert counts == {"bone-soup": 3, "bone-soup-extrapolated": 3, "rewarded-soup": 3, "aba": 3,
-                      "morlhf": 1, "theta_0": 1, "mod": 3}
+    assert counts == {
+        "bone-soup": 3,
+        "bone-soup-extrapolated": 3,
+        "rewarded-soup": 3,
+        "aba": 3,
+        "morlhf": 1,
+        "theta_0": 1,
+        "mod": 3,
+    }
 
 
 def test_rows_hold_raw_and_normalized_means(evaluated_run):
@@ -118,8 +144,11 @@ def test_equal_noise_for_equal_soups(evaluated_run):
     responses = read_jsonl(RunDir(evaluated_run).eval / "responses.jsonl")
 
     def texts(method):
-        return [r["response"] for r in responses
-                if r["method"] == method and r["preference"] == [0.5, 0.5]]
+        return [
+            r["response"]
+            for r in responses
+            if r["method"] == method and r["preference"] == [0.5, 0.5]
+        ]
 
     assert texts("bone-soup") == texts("aba")
     assert len(texts("bone-soup")) == 4
@@ -179,12 +208,13 @@ def test_resume_skips_finished_rows(evaluated_run, tmp_path):
     assert after[: len(kept)] == kept
     assert len(after) == len(lines)
     # The recomputed rows equal the dropped ones: same soups, same sampling seed.
-    recomputed = {json.loads(line)["key"]: json.loads(line) for line in after[len(kept):]}
+    recomputed = {json.loads(line)["key"]: json.loads(line) for line in after[len(kept) :]}
     for line in dropped:
         original = json.loads(line)
         again = recomputed[original["key"]]
         assert again["reward/conciseness/mean"] == pytest.approx(
-            original["reward/conciseness/mean"])
+            original["reward/conciseness/mean"]
+        )
 
     evaluate_run(root)
     assert rows_path.read_text().splitlines() == after
@@ -204,8 +234,9 @@ def test_changed_settings_rejected(evaluated_run, tmp_path):
 
 def test_cli_evaluate_workers_and_report(tmp_path, tiny_base_dir, tiny_tokenizer, capsys):
     root = _write_run(tmp_path / "cli", tiny_base_dir, tiny_tokenizer, workers=2)
-    status = main(["evaluate", str(root), "--methods", "bone-soup,rewarded-soup,theta_0",
-                   "--seeds", "1"])
+    status = main(
+        ["evaluate", str(root), "--methods", "bone-soup,rewarded-soup,theta_0", "--seeds", "1"]
+    )
     output = capsys.readouterr().out
     assert status == 0
     assert output.startswith("Bone Soups hypervolume ")

@@ -71,6 +71,7 @@ def test_generate_counts_new_tokens(tiny_base_dir, tiny_tokenizer):
 
     model = load_causal_lm(str(tiny_base_dir))
     tiny_tokenizer.padding_side = "left"
-    result = generate(model, tiny_tokenizer, ["Paris", "The quick brown fox"], 5,
-                      batch_size=2, do_sample=False)
+    result = generate(
+        model, tiny_tokenizer, ["Paris", "The quick brown fox"], 5, batch_size=2, do_sample=False
+    )
     assert 2 <= result.new_tokens <= 10

@@ -37,8 +37,10 @@ def test_check_candidates_rejects(betas, fraction, message):
 def test_summarize_candidates_shared_reference():
     points = {
         0.6: {0: np.array([[0.0, 1.0], [1.0, 0.0]])},
-        0.7: {0: np.array([[0.0, 1.0], [0.8, 0.8], [1.0, 0.0]]),
-              1: np.array([[0.0, 1.0], [0.6, 0.6], [1.0, 0.0]])},
+        0.7: {
+            0: np.array([[0.0, 1.0], [0.8, 0.8], [1.0, 0.0]]),
+            1: np.array([[0.0, 1.0], [0.6, 0.6], [1.0, 0.0]]),
+        },
     }
     summary = summarize_candidates(points)
     assert summary["best_beta"] == 0.7

@@ -28,9 +28,7 @@ def tokenizer(tiny_tokenizer):
 
 
 def _greedy(model, tokenizer) -> list[str]:
-    return generate(
-        model, tokenizer, PROMPTS, NEW_TOKENS, batch_size=3, do_sample=False
-    ).responses
+    return generate(model, tokenizer, PROMPTS, NEW_TOKENS, batch_size=3, do_sample=False).responses
 
 
 def _reference_mixture(models, weights, tokenizer) -> list[str]:

@@ -149,8 +149,14 @@ def test_fluency_typos_lower():
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("relevance", 0.0), ("sentiment", 0.0), ("conciseness", 0.0), ("fluency", 0.0),
-     ("faithfulness", 0.0), ("readability", 0.0)],
+    [
+        ("relevance", 0.0),
+        ("sentiment", 0.0),
+        ("conciseness", 0.0),
+        ("fluency", 0.0),
+        ("faithfulness", 0.0),
+        ("readability", 0.0),
+    ],
 )
 def test_empty_response_documented_score(name, expected):
     assert score_one(name, "", reference=SOURCE) == expected

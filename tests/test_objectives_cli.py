@@ -35,8 +35,14 @@ def test_score_prints_value(capsys):
 
 def test_score_json_with_reference(capsys):
     argv = [
-        "score", "--objective", "faithfulness", "--response", "The council builds a library.",
-        "--reference", "The council voted to build a library in the town centre.", "--json",
+        "score",
+        "--objective",
+        "faithfulness",
+        "--response",
+        "The council builds a library.",
+        "--reference",
+        "The council voted to build a library in the town centre.",
+        "--json",
     ]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)

@@ -10,8 +10,10 @@ from bonesoup.evaluate.summary import compare, spreads_overlap
 def _metrics(bone: list[float], rewarded: list[float] | None) -> dict:
     methods = {"bone-soup": {"hypervolume": summarize(bone), "front_size": summarize([3])}}
     if rewarded is not None:
-        methods["rewarded-soup"] = {"hypervolume": summarize(rewarded),
-                                    "front_size": summarize([3])}
+        methods["rewarded-soup"] = {
+            "hypervolume": summarize(rewarded),
+            "front_size": summarize([3]),
+        }
     metrics = {"methods": methods, "objectives": ["a", "b"]}
     metrics["comparison"] = compare(metrics, "bone-soup", "rewarded-soup")
     return metrics
@@ -19,8 +21,9 @@ def _metrics(bone: list[float], rewarded: list[float] | None) -> dict:
 
 def test_headline_one_seed():
     line = headline(_metrics([0.412], [0.350]))
-    assert line.startswith("Bone Soups hypervolume 0.412 vs Rewarded Soups 0.35 (1.18x) "
-                           "over 1 training seed;")
+    assert line.startswith(
+        "Bone Soups hypervolume 0.412 vs Rewarded Soups 0.35 (1.18x) over 1 training seed;"
+    )
     assert "no winner is called" in line
 
 

@@ -44,11 +44,21 @@ def build_run_dir(root: Path, base_dir: Path) -> Path:
     for j, weights in enumerate(BACKBONE_MATRIX):
         folder = backbones / f"bone-soup-{j}"
         make_lora_adapter(
-            base_dir, folder, seed=40 + j, rank=4, alpha=8,
+            base_dir,
+            folder,
+            seed=40 + j,
+            rank=4,
+            alpha=8,
             target_modules=("q_proj", "v_proj", "o_proj", "up_proj", "down_proj"),
         )
-        record = {"name": folder.name, "method": "bone-soup", "weights": weights, "seed": 0,
-                  "status": "done", "format": "lora"}
+        record = {
+            "name": folder.name,
+            "method": "bone-soup",
+            "weights": weights,
+            "seed": 0,
+            "status": "done",
+            "format": "lora",
+        }
         (folder / "backbone.json").write_text(json.dumps(record))
     return root
 
@@ -89,13 +99,18 @@ def request(server, method: str, path: str, body=None, raw: bytes | None = None)
 
 
 def chat(server, preference, **extra):
-    body = {"messages": CHAT, "preference": preference, "temperature": 0,
-            "max_tokens": MAX_TOKENS, **extra}
+    body = {
+        "messages": CHAT,
+        "preference": preference,
+        "temperature": 0,
+        "max_tokens": MAX_TOKENS,
+        **extra,
+    }
     return request(server, "POST", "/v1/chat/completions", body)
 
 
 def stream_chunks(text: str) -> list:
-    events = [line[len("data: "):] for line in text.split("\n") if line.startswith("data: ")]
+    events = [line[len("data: ") :] for line in text.split("\n") if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     return [json.loads(event) for event in events[:-1]]
 
@@ -117,10 +132,13 @@ def offline_text(run_dir: Path, base_dir: Path, tmp_path: Path, preference, prom
     tokenizer = load_tokenizer(str(base_dir))
     with torch.inference_mode():
         generated = model.generate(
-            torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
-            do_sample=False, max_new_tokens=MAX_TOKENS, pad_token_id=tokenizer.pad_token_id,
+            torch.tensor([prompt_ids]),
+            attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+            do_sample=False,
+            max_new_tokens=MAX_TOKENS,
+            pad_token_id=tokenizer.pad_token_id,
         )
-    text = tokenizer.decode(generated[0, len(prompt_ids):], skip_special_tokens=True)
+    text = tokenizer.decode(generated[0, len(prompt_ids) :], skip_special_tokens=True)
     _OFFLINE[key] = text
     return text
 
@@ -191,8 +209,9 @@ def test_concurrent_preferences_get_own_soups(server, run_dir, tiny_base_dir, tm
 def test_stream_matches_non_stream(server):
     preference = [0.2, 0.8]
     _, _, whole = chat(server, preference)
-    status, response, text = chat(server, preference, stream=True,
-                                  stream_options={"include_usage": True})
+    status, response, text = chat(
+        server, preference, stream=True, stream_options={"include_usage": True}
+    )
     assert status == 200
     assert response.getheader("Content-Type") == "text/event-stream"
     chunks = stream_chunks(text)
@@ -269,8 +288,9 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize(("change", "param", "fragment"), INVALID,
-                         ids=[case[1] + "-" + case[2] for case in INVALID])
+@pytest.mark.parametrize(
+    ("change", "param", "fragment"), INVALID, ids=[case[1] + "-" + case[2] for case in INVALID]
+)
 def test_invalid_chat_request(server, change, param, fragment):
     body = {"messages": CHAT, "preference": [0.5, 0.5], "max_tokens": 4, **change}
     body = {key: value for key, value in body.items() if value is not None}
@@ -361,8 +381,9 @@ def server_one_soup(run_dir):
 
 
 @pytest.mark.parametrize(("mode", "batches", "largest"), [("per-row", 1, 4), ("one-soup", 2, 2)])
-def test_queued_requests_share_batches(mode, batches, largest, request_fixture, run_dir,
-                                       tiny_base_dir, tmp_path):
+def test_queued_requests_share_batches(
+    mode, batches, largest, request_fixture, run_dir, tiny_base_dir, tmp_path
+):
     httpd = request_fixture("server" if mode == "per-row" else "server_one_soup")
     engine = httpd.engine
     preferences = [[0.3, 0.7], [1.0, 0.0], [0.3, 0.7], [1.0, 0.0]]
@@ -373,9 +394,18 @@ def test_queued_requests_share_batches(mode, batches, largest, request_fixture, 
             wait_for(lambda: engine.running)  # the scheduler took the blocker and waits
             before = dict(engine.stats)
             futures = [
-                pool.submit(request, httpd, "POST", "/v1/completions",
-                            {"prompt": prompt, "preference": preference, "temperature": 0,
-                             "max_tokens": MAX_TOKENS})
+                pool.submit(
+                    request,
+                    httpd,
+                    "POST",
+                    "/v1/completions",
+                    {
+                        "prompt": prompt,
+                        "preference": preference,
+                        "temperature": 0,
+                        "max_tokens": MAX_TOKENS,
+                    },
+                )
                 for prompt, preference in zip(prompts, preferences, strict=True)
             ]
             wait_for(lambda: engine.queued == len(prompts))
@@ -391,8 +421,9 @@ def test_queued_requests_share_batches(mode, batches, largest, request_fixture, 
     for prompt, preference, (status, _, body) in zip(prompts, preferences, results, strict=True):
         assert status == 200, body
         # Each left-padded row must decode as its prompt alone in a model merged offline.
-        expected = offline_text(run_dir, tiny_base_dir, tmp_path, preference,
-                                tokenizer(prompt)["input_ids"])
+        expected = offline_text(
+            run_dir, tiny_base_dir, tmp_path, preference, tokenizer(prompt)["input_ids"]
+        )
         assert body["choices"][0]["text"] == expected
 
 
@@ -405,16 +436,26 @@ def test_full_weight_backbones(tmp_path, tiny_base_dir, tiny_tokenizer):
     root = tmp_path / "full-run"
     backbones = root / "seed-3" / "backbones"
     root.mkdir()
-    (root / "config.yaml").write_text(yaml.safe_dump(
-        {"model": {"name_or_path": str(tiny_base_dir)}, "training": {"seeds": [3]}}))
+    (root / "config.yaml").write_text(
+        yaml.safe_dump({"model": {"name_or_path": str(tiny_base_dir)}, "training": {"seeds": [3]}})
+    )
     dirs = []
     for j in range(2):
         folder = backbones / f"rewarded-soup-{j}"
         model = perturb_model(build_tiny_llama(seed=0), seed=300 + j, scale=0.05)
         save_checkpoint(model, tiny_tokenizer, folder)
-        (folder / "backbone.json").write_text(json.dumps(
-            {"name": folder.name, "method": "rewarded-soup", "weights": [float(j == 0), float(j == 1)],
-             "seed": 3, "status": "done", "format": "full"}))
+        (folder / "backbone.json").write_text(
+            json.dumps(
+                {
+                    "name": folder.name,
+                    "method": "rewarded-soup",
+                    "weights": [float(j == 0), float(j == 1)],
+                    "seed": 3,
+                    "status": "done",
+                    "format": "full",
+                }
+            )
+        )
         dirs.append(folder)
     engine = SoupEngine(root, batch_window=0.0).load()
     httpd = create_server(engine, "127.0.0.1", 0)
@@ -423,11 +464,17 @@ def test_full_weight_backbones(tmp_path, tiny_base_dir, tiny_tokenizer):
     try:
         assert engine.methods == ("rewarded-soup",)
         prompt = "The quick brown fox"
-        body = {"prompt": prompt, "preference": [0.25, 0.75], "method": "rewarded-soup",
-                "temperature": 0, "max_tokens": MAX_TOKENS}
+        body = {
+            "prompt": prompt,
+            "preference": [0.25, 0.75],
+            "method": "rewarded-soup",
+            "temperature": 0,
+            "max_tokens": MAX_TOKENS,
+        }
         status, _, reply = request(httpd, "POST", "/v1/completions", body)
-        status_default, _, default = request(httpd, "POST", "/v1/completions",
-                                             {**body, "method": None})
+        status_default, _, default = request(
+            httpd, "POST", "/v1/completions", {**body, "method": None}
+        )
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -439,15 +486,31 @@ def test_full_weight_backbones(tmp_path, tiny_base_dir, tiny_tokenizer):
     model = load_causal_lm(str(merged))
     ids = torch.tensor([tiny_tokenizer(prompt)["input_ids"]])
     with torch.inference_mode():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                             max_new_tokens=MAX_TOKENS, pad_token_id=tiny_tokenizer.pad_token_id)
-    expected = tiny_tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=MAX_TOKENS,
+            pad_token_id=tiny_tokenizer.pad_token_id,
+        )
+    expected = tiny_tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     assert reply["choices"][0]["text"] == expected
 
 
 def test_cli_serves_and_stops(run_dir):
-    command = [sys.executable, "-m", "bonesoup.cli", "serve", str(run_dir), "--port", "0",
-               "--max-tokens-limit", "16", "--default-max-tokens", "4"]
+    command = [
+        sys.executable,
+        "-m",
+        "bonesoup.cli",
+        "serve",
+        str(run_dir),
+        "--port",
+        "0",
+        "--max-tokens-limit",
+        "16",
+        "--default-max-tokens",
+        "4",
+    ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     lines = []
     try:
@@ -474,4 +537,3 @@ def test_cli_rejects_missing_run_dir(tmp_path, capsys):
     assert status == 2
     assert "config file not found" in captured.err
     assert captured.out == ""
-

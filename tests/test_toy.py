@@ -116,9 +116,7 @@ def test_equal_curvature_makes_soups_exact():
 
 
 def _one_dimensional(h1: float, h2: float) -> QuadraticRewards:
-    return QuadraticRewards(
-        centers=np.array([[0.0], [1.0]]), curvatures=np.array([[[h1]], [[h2]]])
-    )
+    return QuadraticRewards(centers=np.array([[0.0], [1.0]]), curvatures=np.array([[[h1]], [[h2]]]))
 
 
 @pytest.mark.parametrize(("h1", "h2"), [(1.0, 3.0), (2.0, 0.5), (1.0, 30.0)])

@@ -213,9 +213,7 @@ def _resolve_backbone_matrix(
     method: str, n: int, beta: float | None, matrix: object | None
 ) -> np.ndarray:
     if beta is not None and matrix is not None:
-        raise BonesoupError(
-            "both beta and a backbone matrix were given; pass only one of them"
-        )
+        raise BonesoupError("both beta and a backbone matrix were given; pass only one of them")
     if matrix is not None:
         checked = check_backbone_matrix(matrix)
         if checked.shape[0] != n:

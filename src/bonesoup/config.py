@@ -23,7 +23,9 @@ from bonesoup.errors import BonesoupError
 class ModelConfig:
     name_or_path: str = "embedded"  # "embedded" (SmolLM2-135M-Instruct), a hub id or a local folder
     dtype: str = "float32"  # weights and training dtype: float32, bfloat16 or float16
-    trust_remote_code: bool = False  # run model code from the hub; off unless you trust the repository
+    trust_remote_code: bool = (
+        False  # run model code from the hub; off unless you trust the repository
+    )
     system_prompt: str | None = None  # system message for the chat template; None keeps its default
 
 
@@ -161,7 +163,9 @@ def _build(cls: type, data: Any, where: str) -> Any:
     for key, value in data.items():
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(fields)}"
+            hint = (
+                f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(fields)}"
+            )
             raise BonesoupError(f"unknown key {where}.{key}{hint}")
         nested = _NESTED.get((cls, key))
         if nested is not None and value is not None:
@@ -287,26 +291,40 @@ def validate_config(config: RunConfig) -> None:
             f"backbones.morlhf entry {weights} must have {n} non-negative weights summing to 1",
         )
     training = config.training
-    _require(training.algorithm in ("rloo", "grpo"), f"training.algorithm {training.algorithm!r}"
-             " is invalid: use rloo or grpo")
+    _require(
+        training.algorithm in ("rloo", "grpo"),
+        f"training.algorithm {training.algorithm!r} is invalid: use rloo or grpo",
+    )
     for key in ("steps", "prompts_per_step", "max_new_tokens", "workers", "save_steps"):
         value = getattr(training, key)
-        _require(isinstance(value, int) and value >= 1, f"training.{key} = {value!r}: expected >= 1")
+        _require(
+            isinstance(value, int) and value >= 1, f"training.{key} = {value!r}: expected >= 1"
+        )
     _require(
         training.completions_per_prompt >= 2,
         f"training.completions_per_prompt = {training.completions_per_prompt}: expected >= 2, "
         "because the baseline of each completion comes from the others of its prompt",
     )
-    _require(training.launcher in ("python", "accelerate"),
-             f"training.launcher {training.launcher!r} is invalid: use python or accelerate")
-    _require(isinstance(training.heldout_prompts, int) and training.heldout_prompts >= 0,
-             f"training.heldout_prompts = {training.heldout_prompts!r}: expected >= 0")
+    _require(
+        training.launcher in ("python", "accelerate"),
+        f"training.launcher {training.launcher!r} is invalid: use python or accelerate",
+    )
+    _require(
+        isinstance(training.heldout_prompts, int) and training.heldout_prompts >= 0,
+        f"training.heldout_prompts = {training.heldout_prompts!r}: expected >= 0",
+    )
     _require(training.kl_coef >= 0, f"training.kl_coef = {training.kl_coef}: expected >= 0")
-    _require(config.model.dtype in ("float32", "bfloat16", "float16"),
-             f"model.dtype {config.model.dtype!r} is invalid: use float32, bfloat16 or float16")
-    _require(config.normalization.method in ("zscore", "none"),
-             f"normalization.method {config.normalization.method!r} is invalid: use zscore or none")
+    _require(
+        config.model.dtype in ("float32", "bfloat16", "float16"),
+        f"model.dtype {config.model.dtype!r} is invalid: use float32, bfloat16 or float16",
+    )
+    _require(
+        config.normalization.method in ("zscore", "none"),
+        f"normalization.method {config.normalization.method!r} is invalid: use zscore or none",
+    )
     evaluation = config.evaluation
     _require(0 < evaluation.top_p <= 1, f"evaluation.top_p = {evaluation.top_p}: expected (0, 1]")
-    _require(all(k >= 1 for k in evaluation.extrapolation_candidates),
-             f"evaluation.extrapolation_candidates {evaluation.extrapolation_candidates}: each k >= 1")
+    _require(
+        all(k >= 1 for k in evaluation.extrapolation_candidates),
+        f"evaluation.extrapolation_candidates {evaluation.extrapolation_candidates}: each k >= 1",
+    )

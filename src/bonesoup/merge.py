@@ -597,7 +597,7 @@ def merge_checkpoints(
         readers = [CheckpointReader(m, stack) for m in members]
         base_reader = CheckpointReader(base_checkpoint, stack) if base_checkpoint else None
         pool = _BufferPool()
-        produce = lambda name: _merge_tensor(  # noqa: E731
+        produce = lambda name: _merge_tensor(
             name, readers, values, base_reader, out_torch, origin, pool
         )
         write_checkpoint(Path(output), groups, infos, produce, reference.path, dtype)

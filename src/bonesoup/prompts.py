@@ -298,4 +298,3 @@ def format_prompt(tokenizer: Any, prompt: str, system: str | None = None) -> str
         messages.append({"role": "user", "content": prompt})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return f"{system}\n\n{prompt}" if system else prompt
-

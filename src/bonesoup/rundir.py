@@ -1,15 +1,15 @@
 """Layout of a run folder, shared by seek, evaluate, report and serve.
 
-    RUN_DIR/
-      config.yaml                      the configuration the run was made with
-      normalization.json               per-objective mean and std of the starting model's samples
-      seed-<s>/backbones/<name>/       one trained backbone: LoRA adapter or full weights,
-                                       backbone.json (weights, seed, versions, rewards) and train_log.jsonl
-      eval/rows.jsonl                  one row per (seed, method, preference): mean rewards
-      eval/responses.jsonl             sampled responses with their scores
-      eval/metrics.json                front, hypervolume and controllability per method
-      plots/                           fronts and reward-against-preference plots, PNG and SVG
-      report.md, report.html           the report
+RUN_DIR/
+  config.yaml                      the configuration the run was made with
+  normalization.json               per-objective mean and std of the starting model's samples
+  seed-<s>/backbones/<name>/       one trained backbone: LoRA adapter or full weights,
+                                   backbone.json (weights, seed, versions, rewards) and train_log.jsonl
+  eval/rows.jsonl                  one row per (seed, method, preference): mean rewards
+  eval/responses.jsonl             sampled responses with their scores
+  eval/metrics.json                front, hypervolume and controllability per method
+  plots/                           fronts and reward-against-preference plots, PNG and SVG
+  report.md, report.html           the report
 """
 
 from __future__ import annotations

@@ -68,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",")]
     if args.workers is not None and args.workers < 1:
         raise BonesoupError(f"invalid --workers {args.workers}: use 1 or more")
-    eval_dir = evaluate_run(run_dir.root, config, methods=methods, seeds=parse_seeds(args.seeds),
-                            workers=args.workers)
+    eval_dir = evaluate_run(
+        run_dir.root, config, methods=methods, seeds=parse_seeds(args.seeds), workers=args.workers
+    )
     if args.no_report or distributed_rank()[0] != 0:  # under accelerate, rank 0 reports
         print(f"rows: {eval_dir / 'rows.jsonl'}")
         return 0

@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     print("\nReward-model presets (Hugging Face sequence classifiers, need the model files):")
     for row in presets:
         print(f"  {row['name']:<13} {row['model']}  ({row['input_format']})  {row['description']}")
-    print("\nAlso: hf:<model id or local path> for any sequence classifier, "
-          "module:function for a Python function f(prompts, responses, references).")
+    print(
+        "\nAlso: hf:<model id or local path> for any sequence classifier, "
+        "module:function for a Python function f(prompts, responses, references)."
+    )
     return 0
 
 

@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("score", help="score one response with one objective")
     parser.add_argument(
-        "--objective", required=True,
+        "--objective",
+        required=True,
         help="objective name, reward-model preset, hf:<model id or path>, or module:function",
     )
     parser.add_argument("--prompt", default="", help="prompt text (default: empty)")

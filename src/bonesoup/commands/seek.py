@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from bonesoup.config import apply_overrides, load_config, save_config
+from bonesoup.commands._config_args import add_config_arguments, load_run_config
+from bonesoup.config import save_config
 from bonesoup.models import set_torch_threads
 from bonesoup.rundir import RunDir
 
@@ -21,22 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "mixture of normalised rewards. Finished backbones are reused and interrupted ones "
         "resume from their last checkpoint.",
     )
-    parser.add_argument("config", help="YAML run configuration, e.g. configs/demo.yaml")
-    parser.add_argument("--run-dir", help="run folder (default: run_dir from the config)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set training.steps=8 (repeatable)",
-    )
+    add_config_arguments(parser)
     parser.add_argument("--seeds", type=int, nargs="+", help="train only these training seeds")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="fewer steps and prompts (as `bonesoup run --quick`), written to RUN_DIR-quick",
-    )
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -50,13 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from bonesoup.seek import SeekError, dry_run, heldout_table, seek
 
     set_torch_threads(1)
-    config = apply_overrides(load_config(args.config), args.overrides)
-    if args.run_dir:
-        config.run_dir = args.run_dir
-    if args.quick:
-        from bonesoup.pipeline import quick_config
-
-        config = quick_config(config)
+    config = load_run_config(args)
     if args.dry_run:
         print(json.dumps(dry_run(config, config.run_dir, args.seeds), indent=2))
         return 0
@@ -70,12 +51,13 @@ def run(args: argparse.Namespace) -> int:
     except SeekError as error:
         print(f"bonesoup: error: {error}", file=sys.stderr)
         paths, status = [], 1
-    _print_heldout(heldout_table(config, run_dir.root, args.seeds))
+    print_heldout_table(heldout_table(config, run_dir.root, args.seeds))
     print(f"{len(paths)} backbones in {run_dir.root} ({time.perf_counter() - start:.0f} s)")
     return status
 
 
-def _print_heldout(rows: list[dict]) -> None:
+def print_heldout_table(rows: list[dict]) -> None:
+    """Print held-out h_j of theta_0 and of each backbone, one line per backbone."""
     print(f"{'backbone':<18} {'seed':>4} {'weights':<22} {'h theta_0':>10} {'h backbone':>11}")
     for row in rows:
         weights = ", ".join(f"{w:.2f}" for w in row["weights"])

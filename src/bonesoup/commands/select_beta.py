@@ -25,10 +25,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "prompts and compare hypervolumes with one shared reference point.",
     )
     parser.add_argument("config", help="YAML run configuration")
-    parser.add_argument("--betas", default="0.6,0.7,0.8",
-                        help="comma-separated candidate betas (default 0.6,0.7,0.8)")
-    parser.add_argument("--fraction", type=float, default=0.25,
-                        help="fraction of training.steps each short run trains (default 0.25)")
+    parser.add_argument(
+        "--betas",
+        default="0.6,0.7,0.8",
+        help="comma-separated candidate betas (default 0.6,0.7,0.8)",
+    )
+    parser.add_argument(
+        "--fraction",
+        type=float,
+        default=0.25,
+        help="fraction of training.steps each short run trains (default 0.25)",
+    )
     parser.add_argument("--run-dir", help="parent folder (default: run_dir from the config)")
     parser.add_argument("--workers", type=int, help="CPU processes for the evaluation sweeps")
     parser.set_defaults(func=run)

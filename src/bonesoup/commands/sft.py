@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bonesoup.config import apply_overrides, load_config
+from bonesoup.commands._config_args import add_config_arguments, load_run_config
 from bonesoup.models import set_torch_threads
 
 
@@ -17,15 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "save full safetensors weights to sft.output (default RUN_DIR/sft). Models whose "
         "tokenizer has a chat template are skipped.",
     )
-    parser.add_argument("config", help="YAML run configuration, e.g. configs/hh-rlhf.yaml")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set sft.steps=100 (repeatable)",
-    )
+    add_config_arguments(parser, run_dir=False, quick=False)
     parser.set_defaults(func=run)
 
 
@@ -33,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from bonesoup.sft import run_sft
 
     set_torch_threads(1)
-    config = apply_overrides(load_config(args.config), args.overrides)
+    config = load_run_config(args)
     output = run_sft(config)
     if output is None:
         print("sft skipped: the model is already instruction-tuned or sft.enabled is false")

@@ -1,8 +1,8 @@
 """Evaluate: sweep preferences, sample, score every objective, compare the methods' fronts.
 
-    evaluate_run(run_dir)      eval/rows.jsonl and eval/responses.jsonl (resumable)
-    compute_metrics(run_dir)   eval/metrics.json: hypervolume, fronts, controllability
-    write_report(run_dir)      plots/, report.md and report.html; headline(metrics) is line 1
+evaluate_run(run_dir)      eval/rows.jsonl and eval/responses.jsonl (resumable)
+compute_metrics(run_dir)   eval/metrics.json: hypervolume, fronts, controllability
+write_report(run_dir)      plots/, report.md and report.html; headline(metrics) is line 1
 """
 
 from bonesoup.evaluate.generation import generate_responses

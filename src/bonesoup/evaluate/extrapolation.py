@@ -39,16 +39,18 @@ def extrapolation_jobs(config: RunConfig, seeds: list[int]) -> list[EvalJob]:
     """Validation jobs: every seed x objective i x candidate k, the soup for e_i scaled by k."""
     n = len(config.objectives)
     return [
-        EvalJob(seed, "bone-soup-extrapolated", corner(n, i), split="validation",
-                extrapolation=(k,) * n)
+        EvalJob(
+            seed, "bone-soup-extrapolated", corner(n, i), split="validation", extrapolation=(k,) * n
+        )
         for seed in seeds
         for i in range(n)
         for k in candidates(config)
     ]
 
 
-def choose_factors(rows: list[dict], objectives: list[str], ks: list[float]) -> tuple[
-        list[float], dict[str, dict[str, float]]]:
+def choose_factors(
+    rows: list[dict], objectives: list[str], ks: list[float]
+) -> tuple[list[float], dict[str, dict[str, float]]]:
     """Pick k_i maximising the mean normalised r_i of the e_i soup over validation rows.
 
     Args:

@@ -49,8 +49,12 @@ class MixtureLogitsProcessor(LogitsProcessor):
 
     def _attention_inputs(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         batch, prompt_length = self.prompt_mask.shape
-        generated = torch.ones(batch, length - prompt_length, dtype=self.prompt_mask.dtype,
-                               device=self.prompt_mask.device)
+        generated = torch.ones(
+            batch,
+            length - prompt_length,
+            dtype=self.prompt_mask.dtype,
+            device=self.prompt_mask.device,
+        )
         mask = torch.cat([self.prompt_mask, generated], dim=1)  # (b, length)
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # (b, length)
         return mask, positions
@@ -84,9 +88,7 @@ class ModMixture:
             raise ValueError(f"MOD mixes at least 2 backbones, got {len(models)}")
         self.models = list(models)
 
-    def split(
-        self, preference: Sequence[float], main: int | None = None
-    ) -> tuple[int, list[int]]:
+    def split(self, preference: Sequence[float], main: int | None = None) -> tuple[int, list[int]]:
         """Pick the model `generate` runs (the largest weight unless `main` is given) and the
         other backbones with a non-zero weight, whose forward passes the processor runs."""
         weights = np.asarray(preference, dtype=np.float64)

@@ -18,8 +18,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 FORMATS = ("png", "svg")
 STYLE = {
@@ -38,8 +38,7 @@ def _save(figure, folder: Path, stem: str) -> list[Path]:
     paths = []
     for extension in FORMATS:
         path = folder / f"{stem}.{extension}"
-        handle, temporary = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".{extension}",
-                                             dir=folder)
+        handle, temporary = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".{extension}", dir=folder)
         os.close(handle)
         try:
             figure.savefig(temporary, format=extension, dpi=120, bbox_inches="tight")
@@ -63,17 +62,31 @@ def _draw_pair(axes, metrics: dict[str, Any], i: int, j: int, label_points: bool
         color, marker = STYLE.get(method, ("tab:brown", "x"))
         preferences, points = _points(summary)
         if method == "theta_0":
-            axes.scatter(points[:, i], points[:, j], s=160, c=color, marker=marker,
-                         label=method, zorder=3)
+            axes.scatter(
+                points[:, i], points[:, j], s=160, c=color, marker=marker, label=method, zorder=3
+            )
             continue
         order = np.argsort([p[0] if p else 0 for p in preferences], kind="stable")
         line = "-" if method not in ("morlhf",) and points.shape[1] == 2 else "none"
-        axes.plot(points[order, i], points[order, j], linestyle=line, marker=marker,
-                  color=color, label=method, alpha=0.85)
+        axes.plot(
+            points[order, i],
+            points[order, j],
+            linestyle=line,
+            marker=marker,
+            color=color,
+            label=method,
+            alpha=0.85,
+        )
         if label_points:
             for preference, point in zip(preferences, points, strict=True):
-                axes.annotate(f"{preference[0]:.2g}", (point[i], point[j]), fontsize=7,
-                              color=color, xytext=(3, 3), textcoords="offset points")
+                axes.annotate(
+                    f"{preference[0]:.2g}",
+                    (point[i], point[j]),
+                    fontsize=7,
+                    color=color,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
     objectives = metrics["objectives"]
     axes.set_xlabel(f"{objectives[i]} (normalised)")
     axes.set_ylabel(f"{objectives[j]} (normalised)")
@@ -89,7 +102,7 @@ def plot_fronts(metrics: dict[str, Any], folder: Path) -> list[Path]:
     figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4.5 * rows), squeeze=False)
     for panel, (i, j) in zip(axes.flat, pairs, strict=False):
         _draw_pair(panel, metrics, i, j, label_points=(n == 2))
-    for panel in list(axes.flat)[len(pairs):]:
+    for panel in list(axes.flat)[len(pairs) :]:
         panel.set_visible(False)
     axes.flat[0].legend(fontsize=8)
     title = "Fronts (labels: mu_1)" if n == 2 else "Fronts, pairwise projections"
@@ -100,8 +113,9 @@ def plot_fronts(metrics: dict[str, Any], folder: Path) -> list[Path]:
 def plot_rewards_vs_preference(metrics: dict[str, Any], folder: Path) -> list[Path]:
     """Draw each objective's mean normalised reward against its preference weight mu_i."""
     objectives = metrics["objectives"]
-    figure, axes = plt.subplots(1, len(objectives), figsize=(4.5 * len(objectives), 4),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        1, len(objectives), figsize=(4.5 * len(objectives), 4), squeeze=False
+    )
     for i, (panel, name) in enumerate(zip(axes.flat, objectives, strict=True)):
         for method, summary in metrics["methods"].items():
             color, marker = STYLE.get(method, ("tab:brown", "x"))

@@ -54,14 +54,18 @@ def headline(metrics: dict[str, Any]) -> str:
         if not present:
             return "Neither Bone Soups nor Rewarded Soups was evaluated in this run."
         missing = "Rewarded Soups" if present == ["bone-soup"] else "Bone Soups"
-        return (f"{NAMES[present[0]]} hypervolume {_volume(methods[present[0]]['hypervolume'])} "
-                f"over {_seed_phrase(methods[present[0]]['hypervolume']['count'])}; "
-                f"{missing} was not evaluated, so there is no comparison.")
+        return (
+            f"{NAMES[present[0]]} hypervolume {_volume(methods[present[0]]['hypervolume'])} "
+            f"over {_seed_phrase(methods[present[0]]['hypervolume']['count'])}; "
+            f"{missing} was not evaluated, so there is no comparison."
+        )
     bone = methods["bone-soup"]["hypervolume"]
     rewarded = methods["rewarded-soup"]["hypervolume"]
     ratio = f"{comparison['ratio']:.2f}x" if comparison["ratio"] is not None else "ratio n/a"
-    line = (f"Bone Soups hypervolume {_volume(bone)} vs Rewarded Soups {_volume(rewarded)} "
-            f"({ratio}) over {_seed_phrase(comparison['seeds'])}; ")
+    line = (
+        f"Bone Soups hypervolume {_volume(bone)} vs Rewarded Soups {_volume(rewarded)} "
+        f"({ratio}) over {_seed_phrase(comparison['seeds'])}; "
+    )
     if comparison["seeds"] < 2:
         return line + "one seed gives no spread, so no winner is called."
     if comparison["winner"] is None:
@@ -77,8 +81,13 @@ def metrics_table(metrics: dict[str, Any]) -> list[str]:
     header += [f"ordered {name}" for name in objectives]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, summary in metrics["methods"].items():
-        cells = [method, str(summary["hypervolume"]["count"]), _volume(summary["hypervolume"]),
-                 _value(summary["front_size"], 1), _value(summary.get("alignment"))]
+        cells = [
+            method,
+            str(summary["hypervolume"]["count"]),
+            _volume(summary["hypervolume"]),
+            _value(summary["front_size"], 1),
+            _value(summary.get("alignment")),
+        ]
         cells += [_value(summary.get("spearman", {}).get(name), 2) for name in objectives]
         cells += [_value(summary.get("ordered_fraction", {}).get(name), 2) for name in objectives]
         lines.append("| " + " | ".join(cells) + " |")
@@ -127,19 +136,30 @@ def build_markdown(run_dir: Path, metrics: dict[str, Any]) -> str:
     lines += ["## Metrics", ""]
     lines += metrics_table(metrics)
     reference = ", ".join(f"{value:.3f}" for value in metrics["reference_point"])
-    lines += ["", f"Hypervolume reference point ({reference}): {metrics['reference_rule']}. "
-              "Rewards are z-normalised with theta_0's statistics and oriented so higher is "
-              "better. Alignment is the mean of mu . r over the grid; ordered is the fraction "
-              "of neighbouring mu_i levels where r_i rises.", ""]
+    lines += [
+        "",
+        f"Hypervolume reference point ({reference}): {metrics['reference_rule']}. "
+        "Rewards are z-normalised with theta_0's statistics and oriented so higher is "
+        "better. Alignment is the mean of mu . r over the grid; ordered is the fraction "
+        "of neighbouring mu_i levels where r_i rises.",
+        "",
+    ]
     if "extrapolation" in metrics:
         seeds = metrics["extrapolation"]["seeds"]
         chosen = "; ".join(f"seed {seed}: k = {entry['factors']}" for seed, entry in seeds.items())
         lines += [f"Extrapolation factors chosen on the validation prompts: {chosen}.", ""]
-    throughput = ", ".join(f"{method} {value:.1f}"
-                           for method, value in metrics["tokens_per_second_median"].items())
+    throughput = ", ".join(
+        f"{method} {value:.1f}" for method, value in metrics["tokens_per_second_median"].items()
+    )
     lines += [f"Generation throughput (median tokens/s per row): {throughput}.", ""]
-    lines += ["## Plots", "", "![fronts](plots/fronts.png)", "",
-              "![rewards against preference](plots/rewards_vs_preference.png)", ""]
+    lines += [
+        "## Plots",
+        "",
+        "![fronts](plots/fronts.png)",
+        "",
+        "![rewards against preference](plots/rewards_vs_preference.png)",
+        "",
+    ]
     lines += ["## Sampled responses", ""]
     lines += sample_section(Path(run_dir), metrics["objectives"])
     lines += ["", "## Configuration", "", _fence(_config_text(Path(run_dir)).rstrip()), ""]
@@ -152,7 +172,7 @@ def render_html(markdown: str, title: str) -> str:
 
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
     return (
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
+        '<!doctype html>\n<html><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;"
         "max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 6px}pre{background:#f6f6f6;padding:6px;"

@@ -52,8 +52,14 @@ def _stats(values: list[float]) -> tuple[float, float]:
 class JobRunner:
     """Evaluate jobs of one run in this process; models are loaded lazily and reused."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, fingerprint: str, device: str = "cpu",
-                 sweep_split: str = "test"):
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        fingerprint: str,
+        device: str = "cpu",
+        sweep_split: str = "test",
+    ):
         from bonesoup.objectives import Normalizer, get_objective
         from bonesoup.seek import load_theta0
 
@@ -69,8 +75,10 @@ class JobRunner:
             Normalizer.load(self.run.normalization) if self.run.normalization.is_file() else None
         )
         if self.normalizer is None:
-            logger.warning("%s is missing: rows store raw rewards as the normalised ones",
-                           self.run.normalization)
+            logger.warning(
+                "%s is missing: rows store raw rewards as the normalised ones",
+                self.run.normalization,
+            )
         self._prompts: dict[str, tuple[list, list[str]]] = {}
         # One loaded model set at a time (a soup, a MOD mixture or theta_0) keeps memory at one
         # soup's worth. Jobs arrive grouped by seed and backbone family, so each loads once.
@@ -188,13 +196,15 @@ class JobRunner:
         row = self._row(job, weights, scores, generation, seconds)
         eval_dir = self.run.eval
         if job.split == "test":
-            append_locked(eval_dir / RESPONSES_FILE, self._response_rows(job, examples, generation,
-                                                                         scores))
+            append_locked(
+                eval_dir / RESPONSES_FILE, self._response_rows(job, examples, generation, scores)
+            )
             append_locked(eval_dir / ROWS_FILE, [row])
         else:
             append_locked(eval_dir / VALIDATION_ROWS_FILE, [row])
-        logger.info("%s: %d responses, %.1f tokens/s", job.key, len(texts),
-                    row["tokens_per_second"])
+        logger.info(
+            "%s: %d responses, %.1f tokens/s", job.key, len(texts), row["tokens_per_second"]
+        )
         return row
 
     def _row(self, job, weights, scores, generation: Generation, seconds: float) -> dict[str, Any]:
@@ -230,17 +240,19 @@ class JobRunner:
         for index, (example, response) in enumerate(
             zip(examples, generation.responses, strict=True)
         ):
-            rows.append({
-                "key": job.key,
-                "seed": job.seed,
-                "method": job.method,
-                "preference": None if job.preference is None else list(job.preference),
-                "prompt_id": example.id,
-                "sample": index % self.config.evaluation.samples_per_prompt,
-                "prompt": example.prompt,
-                "response": response,
-                "scores": {name: values["raw"][index] for name, values in scores.items()},
-            })
+            rows.append(
+                {
+                    "key": job.key,
+                    "seed": job.seed,
+                    "method": job.method,
+                    "preference": None if job.preference is None else list(job.preference),
+                    "prompt_id": example.id,
+                    "sample": index % self.config.evaluation.samples_per_prompt,
+                    "prompt": example.prompt,
+                    "response": response,
+                    "scores": {name: values["raw"][index] for name, values in scores.items()},
+                }
+            )
         return rows
 
 

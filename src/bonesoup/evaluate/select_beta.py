@@ -97,11 +97,18 @@ def select_beta(
         folder.mkdir(parents=True, exist_ok=True)
         save_config(candidate, RunDir(folder).config)
         _share_normalization(root.parent, root, folder)
-        logger.info("beta %g: training %d steps per backbone in %s", beta,
-                    candidate.training.steps, folder)
+        logger.info(
+            "beta %g: training %d steps per backbone in %s", beta, candidate.training.steps, folder
+        )
         seek(candidate, folder, seeds=seeds)
-        evaluate_run(folder, candidate, methods=["bone-soup"], seeds=seeds, workers=workers,
-                     sweep_split="validation")
+        evaluate_run(
+            folder,
+            candidate,
+            methods=["bone-soup"],
+            seeds=seeds,
+            workers=workers,
+            sweep_split="validation",
+        )
         by_seed: dict[int, list] = {}
         for row in load_rows(folder):
             by_seed.setdefault(int(row["seed"]), []).append(row_point(row))
@@ -125,6 +132,11 @@ def summarize_candidates(points: dict[float, dict[int, np.ndarray]]) -> dict[str
         values = [hypervolume(array, reference) for array in by_seed.values()]
         table[f"{beta:g}"] = summarize(values)
     best = max(points, key=lambda beta: table[f"{beta:g}"]["mean"])
-    return {"best_beta": best, "hypervolume": table, "reference_point": reference.tolist(),
-            "reference_rule": REFERENCE_RULE.replace("all methods, seeds and theta_0",
-                                                      "all candidate betas and seeds")}
+    return {
+        "best_beta": best,
+        "hypervolume": table,
+        "reference_point": reference.tolist(),
+        "reference_rule": REFERENCE_RULE.replace(
+            "all methods, seeds and theta_0", "all candidate betas and seeds"
+        ),
+    }

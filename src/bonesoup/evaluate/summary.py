@@ -54,8 +54,12 @@ def load_rows(run_dir: Path) -> list[dict[str, Any]]:
 def row_point(row: dict[str, Any]) -> np.ndarray:
     """Mean normalised rewards of a row, oriented for maximisation; shape (n,)."""
     signs = [1.0 if higher else -1.0 for higher in row["higher_is_better"]]
-    return np.array([sign * row[f"reward/{name}/normalized_mean"]
-                     for sign, name in zip(signs, row["objectives"], strict=True)])
+    return np.array(
+        [
+            sign * row[f"reward/{name}/normalized_mean"]
+            for sign, name in zip(signs, row["objectives"], strict=True)
+        ]
+    )
 
 
 def _seed_metrics(rows: list[dict[str, Any]], reference: np.ndarray) -> dict[str, Any]:
@@ -64,9 +68,12 @@ def _seed_metrics(rows: list[dict[str, Any]], reference: np.ndarray) -> dict[str
         "hypervolume": hypervolume(points, reference),
         "front_size": int(non_dominated(points).sum()),
         "points": [
-            {"preference": row["preference"], "rewards": point.tolist(),
-             "raw": [row[f"reward/{name}/mean"] for name in row["objectives"]],
-             "backbone": row.get("backbone")}
+            {
+                "preference": row["preference"],
+                "rewards": point.tolist(),
+                "raw": [row[f"reward/{name}/mean"] for name in row["objectives"]],
+                "backbone": row.get("backbone"),
+            }
             for row, point in zip(rows, points, strict=True)
         ],
     }
@@ -92,8 +99,9 @@ def _method_summary(per_seed: dict[int, dict[str, Any]], objectives: list[str]) 
             for i, name in enumerate(objectives)
         }
         summary["ordered_fraction"] = {
-            name: summarize([c["ordered"][i] / c["pairs"][i] if c["pairs"][i] else None
-                             for c in controlled])
+            name: summarize(
+                [c["ordered"][i] / c["pairs"][i] if c["pairs"][i] else None for c in controlled]
+            )
             for i, name in enumerate(objectives)
         }
     summary["mean_points"] = _mean_points(per_seed)
@@ -107,8 +115,14 @@ def _mean_points(per_seed: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
         for point in result["points"]:
             key = tuple(point["preference"]) if point["preference"] is not None else ()
             grouped[key].append(point["rewards"])
-    return [{"preference": list(key) or None, "rewards": np.mean(values, axis=0).tolist(),
-             "seeds": len(values)} for key, values in grouped.items()]
+    return [
+        {
+            "preference": list(key) or None,
+            "rewards": np.mean(values, axis=0).tolist(),
+            "seeds": len(values),
+        }
+        for key, values in grouped.items()
+    ]
 
 
 def _throughput(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -123,8 +137,9 @@ def compute_metrics(run_dir: Path) -> dict[str, Any]:
     run = RunDir(Path(run_dir))
     rows = load_rows(run.root)
     if not rows:
-        raise BonesoupError(f"{run.eval / ROWS_FILE} has no rows; run `bonesoup evaluate "
-                            f"{run.root}` first")
+        raise BonesoupError(
+            f"{run.eval / ROWS_FILE} has no rows; run `bonesoup evaluate {run.root}` first"
+        )
     objectives = rows[0]["objectives"]
     reference = reference_point(np.stack([row_point(row) for row in rows]))
     grouped: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
@@ -132,8 +147,9 @@ def compute_metrics(run_dir: Path) -> dict[str, Any]:
         grouped[row["method"]][int(row["seed"])].append(row)
     methods = {}
     for method, by_seed in grouped.items():
-        per_seed = {seed: _seed_metrics(seed_rows, reference)
-                    for seed, seed_rows in by_seed.items()}
+        per_seed = {
+            seed: _seed_metrics(seed_rows, reference) for seed, seed_rows in by_seed.items()
+        }
         methods[method] = _method_summary(per_seed, objectives)
     metrics: dict[str, Any] = {
         "objectives": objectives,
@@ -154,8 +170,10 @@ def compute_metrics(run_dir: Path) -> dict[str, Any]:
 
 def spreads_overlap(first: dict[str, Any], second: dict[str, Any]) -> bool:
     """True when [mean - std, mean + std] of two seed summaries intersect."""
-    return (first["mean"] - first["std"] <= second["mean"] + second["std"]
-            and second["mean"] - second["std"] <= first["mean"] + first["std"])
+    return (
+        first["mean"] - first["std"] <= second["mean"] + second["std"]
+        and second["mean"] - second["std"] <= first["mean"] + first["std"]
+    )
 
 
 def compare(metrics: dict[str, Any], method: str, baseline: str) -> dict[str, Any] | None:
@@ -172,5 +190,10 @@ def compare(metrics: dict[str, Any], method: str, baseline: str) -> dict[str, An
     winner = None
     if seeds >= 2 and not spreads_overlap(first, second):
         winner = method if first["mean"] > second["mean"] else baseline
-    return {"method": method, "baseline": baseline, "ratio": ratio, "seeds": seeds,
-            "winner": winner}
+    return {
+        "method": method,
+        "baseline": baseline,
+        "ratio": ratio,
+        "seeds": seeds,
+        "winner": winner,
+    }

@@ -49,12 +49,19 @@ def evaluation_fingerprint(config: RunConfig, sweep_split: str = "test") -> str:
     rows of the old ones.
     """
     data = config.to_dict()
-    evaluation = {key: value for key, value in data["evaluation"].items()
-                  if key not in _UNKEYED_EVALUATION_FIELDS}
-    chosen = {key: data[key] for key in ("model", "prompts", "objectives", "normalization",
-                                         "backbones")}
-    chosen["training"] = {key: value for key, value in data["training"].items()
-                          if key not in ("workers", "logging", "seeds")}
+    evaluation = {
+        key: value
+        for key, value in data["evaluation"].items()
+        if key not in _UNKEYED_EVALUATION_FIELDS
+    }
+    chosen = {
+        key: data[key] for key in ("model", "prompts", "objectives", "normalization", "backbones")
+    }
+    chosen["training"] = {
+        key: value
+        for key, value in data["training"].items()
+        if key not in ("workers", "logging", "seeds")
+    }
     chosen["evaluation"] = evaluation
     chosen["sweep_split"] = sweep_split
     text = json.dumps(chosen, sort_keys=True, default=str)
@@ -88,8 +95,14 @@ def _device_for_rank() -> str:
     return "cpu"
 
 
-def _worker_main(config: RunConfig, run_dir: str, fingerprint: str, jobs: list[EvalJob],
-                 log_level: int, sweep_split: str) -> None:
+def _worker_main(
+    config: RunConfig,
+    run_dir: str,
+    fingerprint: str,
+    jobs: list[EvalJob],
+    log_level: int,
+    sweep_split: str,
+) -> None:
     """Entry point of a spawned worker process: one torch thread, its share of the jobs."""
     import torch
 
@@ -100,16 +113,23 @@ def _worker_main(config: RunConfig, run_dir: str, fingerprint: str, jobs: list[E
         runner.run_job(job)
 
 
-def run_jobs(config: RunConfig, run_dir: Path, jobs: list[EvalJob], workers: int,
-             fingerprint: str, sweep_split: str = "test") -> None:
+def run_jobs(
+    config: RunConfig,
+    run_dir: Path,
+    jobs: list[EvalJob],
+    workers: int,
+    fingerprint: str,
+    sweep_split: str = "test",
+) -> None:
     """Evaluate `jobs` (none finished yet) in this process, in worker processes or per rank."""
     if not jobs:
         return
     rank, world = distributed_rank()
     if world > 1:
         # NOTE: the multi-GPU path is written for accelerate launch but untested (no GPU here).
-        runner = JobRunner(config, run_dir, fingerprint, device=_device_for_rank(),
-                           sweep_split=sweep_split)
+        runner = JobRunner(
+            config, run_dir, fingerprint, device=_device_for_rank(), sweep_split=sweep_split
+        )
         for job in jobs[rank::world]:
             runner.run_job(job)
         return
@@ -122,9 +142,10 @@ def run_jobs(config: RunConfig, run_dir: Path, jobs: list[EvalJob], workers: int
     context = multiprocessing.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
     processes = [
-        context.Process(target=_worker_main,
-                        args=(config, str(run_dir), fingerprint, jobs[index::workers], level,
-                              sweep_split))
+        context.Process(
+            target=_worker_main,
+            args=(config, str(run_dir), fingerprint, jobs[index::workers], level, sweep_split),
+        )
         for index in range(workers)
     ]
     for process in processes:
@@ -150,33 +171,40 @@ def wait_for_rows(path: Path, keys: set[str], fingerprint: str) -> None:
         time.sleep(RANK_POLL_SECONDS)
 
 
-def _usable_methods(run_dir: Path, methods: list[str], seeds: list[int], n: int,
-                    explicit: bool) -> list[str]:
+def _usable_methods(
+    run_dir: Path, methods: list[str], seeds: list[int], n: int, explicit: bool
+) -> list[str]:
     usable = []
     for method in methods:
         reasons = [r for s in seeds if (r := method_available(run_dir, s, method, n)) is not None]
         if not reasons:
             usable.append(method)
         elif explicit:
-            raise BonesoupError(f"cannot evaluate {method}: {reasons[0]}; train it with "
-                                "`bonesoup seek` or leave it out of --methods")
+            raise BonesoupError(
+                f"cannot evaluate {method}: {reasons[0]}; train it with "
+                "`bonesoup seek` or leave it out of --methods"
+            )
         else:
             logger.warning("skipping %s: %s", method, reasons[0])
     return usable
 
 
-def _write_meta(run: RunDir, config: RunConfig, fingerprint: str, methods: list[str],
-                seeds: list[int]) -> None:
+def _write_meta(
+    run: RunDir, config: RunConfig, fingerprint: str, methods: list[str], seeds: list[int]
+) -> None:
     from bonesoup.evaluate.jobs import evaluation_grid
 
-    write_json_atomic(run.eval / META_FILE, {
-        "fingerprint": fingerprint,
-        "methods": methods,
-        "seeds": seeds,
-        "objectives": config.objective_names,
-        "grid": [list(mu) for mu in evaluation_grid(config)],
-        "evaluation": dataclasses.asdict(config.evaluation),
-    })
+    write_json_atomic(
+        run.eval / META_FILE,
+        {
+            "fingerprint": fingerprint,
+            "methods": methods,
+            "seeds": seeds,
+            "objectives": config.objective_names,
+            "grid": [list(mu) for mu in evaluation_grid(config)],
+            "evaluation": dataclasses.asdict(config.evaluation),
+        },
+    )
 
 
 def evaluate_run(
@@ -218,11 +246,11 @@ def evaluate_run(
     if "bone-soup-extrapolated" in methods:
         search = extrapolation_jobs(config, seeds)
         done = finished_keys(run.eval / VALIDATION_ROWS_FILE, fingerprint)
-        run_jobs(config, run.root, [job for job in search if job.key not in done], workers,
-                 fingerprint)
+        run_jobs(
+            config, run.root, [job for job in search if job.key not in done], workers, fingerprint
+        )
         if world > 1:
-            wait_for_rows(run.eval / VALIDATION_ROWS_FILE, {job.key for job in search},
-                          fingerprint)
+            wait_for_rows(run.eval / VALIDATION_ROWS_FILE, {job.key for job in search}, fingerprint)
         if rank == 0:
             select_extrapolation(run.root, config, seeds)
         elif world > 1:
@@ -233,8 +261,12 @@ def evaluate_run(
     jobs = sweep_jobs(config, run.root, methods, seeds, factors)
     done = finished_keys(run.eval / ROWS_FILE, fingerprint)
     pending = [job for job in jobs if job.key not in done]
-    logger.info("%d of %d evaluation jobs finished earlier; %d to run", len(jobs) - len(pending),
-                len(jobs), len(pending))
+    logger.info(
+        "%d of %d evaluation jobs finished earlier; %d to run",
+        len(jobs) - len(pending),
+        len(jobs),
+        len(pending),
+    )
     run_jobs(config, run.root, pending, workers, fingerprint, sweep_split)
     if world > 1 and rank == 0:
         wait_for_rows(run.eval / ROWS_FILE, {job.key for job in jobs}, fingerprint)

@@ -67,7 +67,10 @@ class Normalizer:
             if normalizer.stds[name] < min_std:
                 logger.warning(
                     "objective %s has std %.3g < min_std %.3g on %d samples; dividing by min_std",
-                    name, normalizer.stds[name], min_std, len(values),
+                    name,
+                    normalizer.stds[name],
+                    min_std,
+                    len(values),
                 )
         return normalizer
 

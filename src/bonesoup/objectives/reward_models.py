@@ -87,9 +87,7 @@ def _check_classifier_config(model_name_or_path: str, trust_remote_code: bool) -
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(
-            model_name_or_path, trust_remote_code=trust_remote_code
-        )
+        config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise BonesoupError(
             f"cannot load a model config from {model_name_or_path!r}: {error}. "
@@ -208,6 +206,9 @@ class RewardModelObjective(Objective):
             raise BonesoupError(f"cannot load a tokenizer from {path!r}: {error}") from error
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        # Classifiers with absolute position embeddings (GPT-2) score a left-padded row at shifted
+        # positions, so batching would change scores. Right padding keeps every row's positions.
+        tokenizer.padding_side = "right"
         return tokenizer
 
     def _format_prompt(self, prompt: str) -> str:
@@ -252,4 +253,3 @@ class RewardModelObjective(Objective):
 def describe_presets() -> list[tuple[str, str, str]]:
     """Return (preset name, model id, description) rows for listings."""
     return [(name, p["model"], p["description"]) for name, p in PRESETS.items()]
-

@@ -77,12 +77,17 @@ class SoupRequestHandler(BaseHTTPRequestHandler):
     timeout = 60  # seconds a connection may stay idle or take to send its request
     server: SoupServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class name
+    def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
 
     # Responses -----------------------------------------------------------------------------
-    def _send_json(self, status: int, body: dict[str, Any], request_id: str,
-                   headers: dict[str, str] | None = None) -> None:
+    def _send_json(
+        self,
+        status: int,
+        body: dict[str, Any],
+        request_id: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -102,12 +107,16 @@ class SoupRequestHandler(BaseHTTPRequestHandler):
         self._send_json(error.status, error.body(), request_id, headers)
 
     # GET -----------------------------------------------------------------------------------
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:
         request_id = _new_request_id()
         engine = self.server.engine
         path = self.path.split("?", 1)[0]
-        model = {"id": engine.served_id, "object": "model", "created": self.server.created,
-                 "owned_by": "bonesoup"}
+        model = {
+            "id": engine.served_id,
+            "object": "model",
+            "created": self.server.created,
+            "owned_by": "bonesoup",
+        }
         if path == "/health":
             body = {
                 "status": "ok",
@@ -127,7 +136,7 @@ class SoupRequestHandler(BaseHTTPRequestHandler):
             self._send_error(_not_found(path), request_id)
 
     # POST ----------------------------------------------------------------------------------
-    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+    def do_POST(self) -> None:
         request_id = _new_request_id()
         path = self.path.split("?", 1)[0]
         kind = _ROUTES.get(path)
@@ -142,7 +151,11 @@ class SoupRequestHandler(BaseHTTPRequestHandler):
         if not self.server.slots.acquire(blocking=False):
             overloaded = ApiError(
                 f"the server is at its limit of {self.server.max_concurrency} concurrent "
-                "requests; retry later", None, 503, "server_error", "server_overloaded",
+                "requests; retry later",
+                None,
+                503,
+                "server_error",
+                "server_overloaded",
             )
             self._send_error(overloaded, request_id)
             return
@@ -160,8 +173,9 @@ class SoupRequestHandler(BaseHTTPRequestHandler):
 
     def _read_json(self) -> Any:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            raise ApiError("chunked request bodies are not supported; send Content-Length",
-                           None, 411)
+            raise ApiError(
+                "chunked request bodies are not supported; send Content-Length", None, 411
+            )
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             raise ApiError("the request needs a Content-Length header", None, 411)
@@ -169,14 +183,19 @@ class SoupRequestHandler(BaseHTTPRequestHandler):
         if size > self.server.max_body_bytes:
             raise ApiError(
                 f"the request body is {size} bytes; this server accepts at most "
-                f"{self.server.max_body_bytes} bytes", None, 413, code="request_too_large",
+                f"{self.server.max_body_bytes} bytes",
+                None,
+                413,
+                code="request_too_large",
             )
         try:
             raw = self.rfile.read(size)
         except TimeoutError:
             raise ApiError(
                 f"timed out after {self.timeout} s reading a {size}-byte body; send the whole "
-                "body that Content-Length announces", None, 408,
+                "body that Content-Length announces",
+                None,
+                408,
             ) from None
         try:
             return json.loads(raw)
@@ -198,8 +217,13 @@ class SoupRequestHandler(BaseHTTPRequestHandler):
             return
         logger.info(
             "%s: %s, method %s, preference %s, %d prompt tokens, max_tokens %d%s",
-            request_id, kind, request.method, list(request.preference), len(prompt_ids),
-            request.sampling.max_tokens, ", stream" if request.stream else "",
+            request_id,
+            kind,
+            request.method,
+            list(request.preference),
+            len(prompt_ids),
+            request.sampling.max_tokens,
+            ", stream" if request.stream else "",
         )
         if request.stream:
             self._stream(kind, job, request_id, request.include_usage)
@@ -213,7 +237,10 @@ class SoupRequestHandler(BaseHTTPRequestHandler):
             job.cancelled.set()
             raise ApiError(
                 f"the request timed out after {self.server.request_timeout:g} s in the queue "
-                "and generation; retry later or lower max_tokens", None, 504, "server_error",
+                "and generation; retry later or lower max_tokens",
+                None,
+                504,
+                "server_error",
             ) from None
 
     def _respond(self, kind: str, job: Job, request_id: str) -> None:
@@ -234,8 +261,14 @@ class SoupRequestHandler(BaseHTTPRequestHandler):
             self._send_error(error, request_id)
             return
         body = completion_body(
-            kind, _response_id(kind, request_id), self.server.engine.served_id, "".join(parts),
-            event.finish_reason, len(job.prompt_ids), event.completion_tokens, job.soup,
+            kind,
+            _response_id(kind, request_id),
+            self.server.engine.served_id,
+            "".join(parts),
+            event.finish_reason,
+            len(job.prompt_ids),
+            event.completion_tokens,
+            job.soup,
         )
         self._send_json(200, body, request_id)
 
@@ -262,20 +295,39 @@ class SoupRequestHandler(BaseHTTPRequestHandler):
                 except ApiError as error:
                     event = Event("error", error=error)
                 if event.kind == "error":
-                    logger.warning("%s: %d %s (while streaming)", request_id,
-                                   event.error.status, event.error.message)
+                    logger.warning(
+                        "%s: %d %s (while streaming)",
+                        request_id,
+                        event.error.status,
+                        event.error.message,
+                    )
                     self._write_event(event.error.body())
                     break
                 if event.kind == "delta":
-                    chunk = chunk_body(kind, response_id, model, created,
-                                       delta={"content": event.text}, text=event.text)
+                    chunk = chunk_body(
+                        kind,
+                        response_id,
+                        model,
+                        created,
+                        delta={"content": event.text},
+                        text=event.text,
+                    )
                     self._write_event(chunk)
                     continue
-                self._write_event(chunk_body(kind, response_id, model, created,
-                                             finish_reason=event.finish_reason))
+                self._write_event(
+                    chunk_body(kind, response_id, model, created, finish_reason=event.finish_reason)
+                )
                 if include_usage:
-                    self._write_event(usage_chunk(kind, response_id, model, created,
-                                                  len(job.prompt_ids), event.completion_tokens))
+                    self._write_event(
+                        usage_chunk(
+                            kind,
+                            response_id,
+                            model,
+                            created,
+                            len(job.prompt_ids),
+                            event.completion_tokens,
+                        )
+                    )
                 break
 
             self.wfile.write(b"data: [DONE]\n\n")
@@ -301,7 +353,10 @@ def _response_id(kind: str, request_id: str) -> str:
 def _not_found(path: str) -> ApiError:
     return ApiError(
         f"no route for {path!r}; this server has POST /v1/chat/completions, POST /v1/completions, "
-        "GET /v1/models and GET /health", None, 404, code="not_found",
+        "GET /v1/models and GET /health",
+        None,
+        404,
+        code="not_found",
     )
 
 
@@ -317,7 +372,8 @@ def create_server(
     if host not in LOOPBACK_HOSTS:
         logger.warning(
             "binding to %s: the API has no authentication, so anyone who reaches this address "
-            "can use the model", host,
+            "can use the model",
+            host,
         )
     server = SoupServer((host, port), engine, max_concurrency, max_body_bytes, request_timeout)
     engine.start()

@@ -122,8 +122,12 @@ class SoupEngine:
             self._limits = dataclasses.replace(self._limits, context_length=int(context))
         logger.info(
             "loaded %s with %d backbones (%s) for seed %d in %.1f s; methods: %s",
-            base_path, len(dirs), type(self.soup).__name__, self.seed,
-            time.monotonic() - started, ", ".join(self.methods),
+            base_path,
+            len(dirs),
+            type(self.soup).__name__,
+            self.seed,
+            time.monotonic() - started,
+            ", ".join(self.methods),
         )
         return self
 
@@ -172,14 +176,17 @@ class SoupEngine:
             raise ApiError(
                 f"{param} is {prompt_tokens} tokens long; this server accepts at most "
                 f"{limits.max_prompt_tokens} prompt tokens, shorten the prompt",
-                param=param, code="context_length_exceeded",
+                param=param,
+                code="context_length_exceeded",
             )
         context = limits.context_length
         if context is not None and prompt_tokens + max_tokens > context:
             raise ApiError(
                 f"{param} ({prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceeds the "
                 f"model's context length of {context} tokens; shorten the prompt or lower "
-                "max_tokens", param=param, code="context_length_exceeded",
+                "max_tokens",
+                param=param,
+                code="context_length_exceeded",
             )
 
     def submit(self, request_id: str, request: ParsedRequest, prompt_ids: list[int]) -> Job:
@@ -273,7 +280,7 @@ class SoupEngine:
             self.stats["batches"] += 1
             self.stats["rows"] += len(jobs)
             self.stats["largest_batch"] = max(self.stats["largest_batch"], len(jobs))
-        except Exception as error:  # noqa: BLE001 - every request in the batch gets a 500
+        except Exception as error:
             logger.exception("generation failed for %s", ids)
             failure = ApiError(f"generation failed: {error}", None, 500, "server_error")
             for job in jobs:
@@ -282,7 +289,10 @@ class SoupEngine:
         finally:
             self.running = []
         logger.debug(
-            "batch of %d (%s): %d tokens in %.2f s", len(jobs), ids, tokens,
+            "batch of %d (%s): %d tokens in %.2f s",
+            len(jobs),
+            ids,
+            tokens,
             time.monotonic() - started,
         )
 

@@ -26,9 +26,23 @@ CHAT_ROLES = ("system", "developer", "user", "assistant")
 # Fields a request may contain. The OpenAI fields that this server cannot honour are accepted only
 # with their neutral value (see _check_neutral_fields), so a client never gets a silent change.
 _COMMON_FIELDS = {
-    "model", "preference", "method", "max_tokens", "temperature", "top_p", "seed", "stop", "n",
-    "stream", "stream_options", "user", "metadata", "frequency_penalty", "presence_penalty",
-    "logit_bias", "logprobs",
+    "model",
+    "preference",
+    "method",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "n",
+    "stream",
+    "stream_options",
+    "user",
+    "metadata",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "logprobs",
 }
 CHAT_FIELDS = _COMMON_FIELDS | {"messages", "max_completion_tokens", "top_logprobs", "store"}
 COMPLETION_FIELDS = _COMMON_FIELDS | {"prompt", "echo", "suffix", "best_of"}
@@ -117,7 +131,8 @@ def _check_fields(body: dict[str, Any], allowed: set[str], endpoint: str) -> Non
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise _invalid(
-                f"unknown field {key!r} in a {endpoint} request{hint}", param=str(key),
+                f"unknown field {key!r} in a {endpoint} request{hint}",
+                param=str(key),
                 code="unknown_parameter",
             )
 
@@ -147,7 +162,9 @@ def check_model(value: Any, served_id: str) -> None:
     if not isinstance(value, str) or value != served_id:
         raise ApiError(
             f"model {value!r} is not served here; use {served_id!r} or omit the field",
-            param="model", status=404, code="model_not_found",
+            param="model",
+            status=404,
+            code="model_not_found",
         )
 
 
@@ -156,7 +173,8 @@ def parse_preference(value: Any, n: int) -> tuple[float, ...]:
     if value is None:
         raise _invalid(
             f"preference is missing: give {n} non-negative weights summing to 1, one per "
-            f"objective, such as {[round(1 / n, 4)] * n}", param="preference",
+            f"objective, such as {[round(1 / n, 4)] * n}",
+            param="preference",
         )
     if not isinstance(value, list) or not all(_is_number(item) for item in value):
         raise _invalid(
@@ -165,7 +183,8 @@ def parse_preference(value: Any, n: int) -> tuple[float, ...]:
     if len(value) != n:
         raise _invalid(
             f"preference has {len(value)} weights but this server has {n} objectives; give "
-            f"exactly {n} weights summing to 1", param="preference",
+            f"exactly {n} weights summing to 1",
+            param="preference",
         )
     try:
         checked = check_preference(value, n)
@@ -318,7 +337,8 @@ def parse_prompt(value: Any) -> str:
     if not isinstance(value, str):
         raise _invalid(
             "prompt must be one string (a list of several prompts or of token ids is not "
-            f"supported), got {type(value).__name__}", param="prompt",
+            f"supported), got {type(value).__name__}",
+            param="prompt",
         )
     return value
 
@@ -363,8 +383,14 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 def completion_body(
-    kind: str, response_id: str, model: str, text: str, finish_reason: str,
-    prompt_tokens: int, completion_tokens: int, soup: dict[str, Any],
+    kind: str,
+    response_id: str,
+    model: str,
+    text: str,
+    finish_reason: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    soup: dict[str, Any],
 ) -> dict[str, Any]:
     """Build a non-streaming response; `soup` reports the method, preference and coefficients."""
     if kind == "chat":
@@ -388,8 +414,13 @@ def completion_body(
 
 
 def chunk_body(
-    kind: str, response_id: str, model: str, created: int, delta: dict[str, str] | None = None,
-    text: str = "", finish_reason: str | None = None,
+    kind: str,
+    response_id: str,
+    model: str,
+    created: int,
+    delta: dict[str, str] | None = None,
+    text: str = "",
+    finish_reason: str | None = None,
 ) -> dict[str, Any]:
     """Build one streamed chunk: choices[0].delta for chat, choices[0].text for completions."""
     if kind == "chat":
@@ -400,12 +431,20 @@ def chunk_body(
         obj = "text_completion"
     choice["finish_reason"] = finish_reason
     return {
-        "id": response_id, "object": obj, "created": created, "model": model, "choices": [choice]
+        "id": response_id,
+        "object": obj,
+        "created": created,
+        "model": model,
+        "choices": [choice],
     }
 
 
 def usage_chunk(
-    kind: str, response_id: str, model: str, created: int, prompt_tokens: int,
+    kind: str,
+    response_id: str,
+    model: str,
+    created: int,
+    prompt_tokens: int,
     completion_tokens: int,
 ) -> dict[str, Any]:
     """Build the last streamed chunk when stream_options.include_usage is true."""

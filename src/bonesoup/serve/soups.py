@@ -68,7 +68,10 @@ def find_families(run_dir: Path, seed: int, n: int) -> list[Family]:
             if members:
                 logger.warning(
                     "skipping %s backbones in %s: found indices %s, expected 0..%d",
-                    name, folder, sorted(members), n - 1,
+                    name,
+                    folder,
+                    sorted(members),
+                    n - 1,
                 )
             continue
         dirs = tuple(members[j][0] for j in range(n))
