@@ -1,7 +1,8 @@
 """`bonesoup serve`: the real HTTP server on loopback, with a tiny Llama and two LoRA backbones.
 
 Greedy responses are compared with models merged offline (`merge_lora_into_base`) with the same
-coefficients, loaded from disk and run through `generate`.
+coefficients, loaded from disk and run through `generate`. Full-weight backbones, and the cache of
+their soups, are compared with `merge_checkpoints` the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bonesoup.lora import merge_lora_into_base
 from bonesoup.merge import merge_checkpoints
 from bonesoup.models import load_causal_lm, load_tokenizer
 from bonesoup.serve import Limits, SoupEngine, create_server
+from bonesoup.serve.protocol import ApiError, ParsedRequest, SamplingParams
 
 BACKBONE_MATRIX = [[0.7, 0.3], [0.3, 0.7]]
 CHAT = [{"role": "user", "content": "What is the capital of France?"}]
@@ -119,12 +121,15 @@ def stream_chunks(text: str) -> list:
 _OFFLINE: dict[tuple, str] = {}
 
 
-def offline_text(run_dir: Path, base_dir: Path, tmp_path: Path, preference, prompt_ids) -> str:
+def offline_text(
+    run_dir: Path, base_dir: Path, tmp_path: Path, preference, prompt_ids, extrapolation=None
+) -> str:
     """Merge the backbones with bone-soup coefficients, reload and decode greedily."""
-    key = (tuple(preference), tuple(prompt_ids))
+    key = (tuple(preference), tuple(prompt_ids), extrapolation and tuple(extrapolation))
     if key in _OFFLINE:
         return _OFFLINE[key]
-    coefficients = soup_coefficients(preference, matrix=BACKBONE_MATRIX).backbones.tolist()
+    soup = soup_coefficients(preference, matrix=BACKBONE_MATRIX, extrapolation=extrapolation)
+    coefficients = soup.backbones.tolist()
     adapters = [run_dir / "seed-0" / "backbones" / f"bone-soup-{j}" for j in range(2)]
     output = tmp_path / f"merged-{len(_OFFLINE)}"
     merge_lora_into_base(base_dir, adapters, coefficients, output)
@@ -366,6 +371,44 @@ def wait_for(condition, timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
+def engine_text(engine: SoupEngine, request: ParsedRequest, prompt_ids: list[int]):
+    """Submit a parsed request straight to the engine; return (text, soup report)."""
+    job = engine.submit("req-direct", request, prompt_ids)
+    text = ""
+    while True:
+        event = job.events.get(timeout=60)
+        assert event.kind != "error", event.error.message
+        if event.kind == "done":
+            return text, job.soup
+        text += event.text
+
+
+def test_extrapolation_matches_offline_merge(server, run_dir, tiny_base_dir, tmp_path):
+    preference, factors = [0.5, 0.5], [2.0, 1.0]
+    prompt = "The quick brown fox"
+    prompt_ids = load_tokenizer(str(tiny_base_dir))(prompt)["input_ids"]
+    request = ParsedRequest(
+        "completion", tuple(preference), "bone-soup", SamplingParams(MAX_TOKENS, 0.0)
+    )
+    request.prompt = prompt
+    request.extrapolation = factors
+    text, soup = engine_text(server.engine, request, prompt_ids)
+    # c_j = sum_i mu_i k_i (B^{-T})_{j,i} with B^{-T} = [[1.75, -0.75], [-0.75, 1.75]];
+    # b = sum_i mu_i (1 - k_i).
+    assert soup["coefficients"] == pytest.approx([1.375, 0.125])
+    assert soup["base"] == pytest.approx(-0.5)
+    assert soup["extrapolation"] == factors
+    expected = offline_text(run_dir, tiny_base_dir, tmp_path, preference, prompt_ids, factors)
+    assert text == expected
+    plain = offline_text(run_dir, tiny_base_dir, tmp_path, preference, prompt_ids)
+    assert text != plain  # the factors changed the soup's text
+    request.extrapolation = [0.5, 1.0]
+    with pytest.raises(ApiError) as error:
+        server.engine.submit("req-bad", request, prompt_ids)
+    assert error.value.param == "extrapolation"
+    assert ">= 1" in error.value.message
+
+
 @pytest.fixture(scope="module")
 def server_one_soup(run_dir):
     """A server that batches only requests with the same coefficients (--one-soup-per-batch)."""
@@ -432,18 +475,18 @@ def request_fixture(request):
     return request.getfixturevalue
 
 
-def test_full_weight_backbones(tmp_path, tiny_base_dir, tiny_tokenizer):
-    root = tmp_path / "full-run"
+def build_full_run(root: Path, base_dir: Path, tokenizer) -> list[Path]:
+    """Write config.yaml and two full-weight backbones rewarded-soup-0/1; return their folders."""
     backbones = root / "seed-3" / "backbones"
     root.mkdir()
     (root / "config.yaml").write_text(
-        yaml.safe_dump({"model": {"name_or_path": str(tiny_base_dir)}, "training": {"seeds": [3]}})
+        yaml.safe_dump({"model": {"name_or_path": str(base_dir)}, "training": {"seeds": [3]}})
     )
     dirs = []
     for j in range(2):
         folder = backbones / f"rewarded-soup-{j}"
         model = perturb_model(build_tiny_llama(seed=0), seed=300 + j, scale=0.05)
-        save_checkpoint(model, tiny_tokenizer, folder)
+        save_checkpoint(model, tokenizer, folder)
         (folder / "backbone.json").write_text(
             json.dumps(
                 {
@@ -457,6 +500,28 @@ def test_full_weight_backbones(tmp_path, tiny_base_dir, tiny_tokenizer):
             )
         )
         dirs.append(folder)
+    return dirs
+
+
+def offline_full_text(dirs, base_dir: Path, output: Path, coefficients, prompt, tokenizer) -> str:
+    """Merge full checkpoints as theta_0 + sum_j c_j tau_j, reload and decode greedily."""
+    merged = merge_checkpoints(dirs, coefficients, output, base=base_dir)
+    model = load_causal_lm(str(merged))
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    with torch.inference_mode():
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=MAX_TOKENS,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+def test_full_weight_backbones(tmp_path, tiny_base_dir, tiny_tokenizer):
+    root = tmp_path / "full-run"
+    dirs = build_full_run(root, tiny_base_dir, tiny_tokenizer)
     engine = SoupEngine(root, batch_window=0.0).load()
     httpd = create_server(engine, "127.0.0.1", 0)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -482,19 +547,70 @@ def test_full_weight_backbones(tmp_path, tiny_base_dir, tiny_tokenizer):
     assert status == 200, reply
     assert status_default == 400  # bone-soup is the default method, and it has no backbones here
     assert default["error"]["param"] == "method"
-    merged = merge_checkpoints(dirs, [0.25, 0.75], tmp_path / "merged", base=tiny_base_dir)
-    model = load_causal_lm(str(merged))
-    ids = torch.tensor([tiny_tokenizer(prompt)["input_ids"]])
-    with torch.inference_mode():
-        out = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            do_sample=False,
-            max_new_tokens=MAX_TOKENS,
-            pad_token_id=tiny_tokenizer.pad_token_id,
-        )
-    expected = tiny_tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    expected = offline_full_text(
+        dirs, tiny_base_dir, tmp_path / "merged", [0.25, 0.75], prompt, tiny_tokenizer
+    )
     assert reply["choices"][0]["text"] == expected
+
+
+FULL_PROMPT = "Paris is"
+FULL_PREFERENCES = {"A": [0.25, 0.75], "B": [0.9, 0.1]}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, tiny_base_dir, tiny_tokenizer):
+    """A full-weight run and the offline-merged greedy texts of preferences A and B."""
+    root = tmp_path_factory.mktemp("full-cache") / "run"
+    dirs = build_full_run(root, tiny_base_dir, tiny_tokenizer)
+    texts = {
+        name: offline_full_text(
+            dirs, tiny_base_dir, root.parent / f"merged-{name}", mu, FULL_PROMPT, tiny_tokenizer
+        )
+        for name, mu in FULL_PREFERENCES.items()
+    }
+    return root, texts
+
+
+@pytest.mark.parametrize(
+    ("size", "hits", "misses", "entries"), [(2, 1, 2, 2), (1, 0, 3, 1), (0, 0, 3, 0)]
+)
+def test_full_weight_soup_cache(full_run, size, hits, misses, entries):
+    root, expected = full_run
+    assert expected["A"] != expected["B"]  # so a stale soup would change the text
+    engine = SoupEngine(root, batch_window=0.0, soup_cache=size).load()
+    httpd = create_server(engine, "127.0.0.1", 0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        texts = []
+        # With 2 entries the second A is a hit. With 1 entry, B evicted A, so A is computed again.
+        for name in ("A", "B", "A"):
+            body = {
+                "prompt": FULL_PROMPT,
+                "preference": FULL_PREFERENCES[name],
+                "method": "rewarded-soup",
+                "temperature": 0,
+                "max_tokens": MAX_TOKENS,
+            }
+            status, _, reply = request(httpd, "POST", "/v1/completions", body)
+            assert status == 200, reply
+            texts.append(reply["choices"][0]["text"])
+        _, _, health = request(httpd, "GET", "/health")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        engine.stop()
+    assert texts == [expected["A"], expected["B"], expected["A"]]
+    assert health["switches"] == 3
+    assert health["soup_cache_size"] == size
+    assert health["soup_cache_hits"] == hits
+    assert health["soup_cache_misses"] == misses
+    assert health["soup_cache_entries"] == entries
+    # The model now contains soup A, whether it came from the cache or was recomputed.
+    merged = load_causal_lm(str(root.parent / "merged-A"))
+    served = dict(engine.soup.model.named_parameters())
+    for name, parameter in merged.named_parameters():
+        torch.testing.assert_close(served[name], parameter, rtol=1e-5, atol=1e-6)
 
 
 def test_cli_serves_and_stops(run_dir):
@@ -531,9 +647,42 @@ def test_cli_serves_and_stops(run_dir):
     assert "stopped serving" in rest
 
 
+def test_cli_rejects_negative_soup_cache(run_dir, capsys):
+    status = cli_main(["serve", str(run_dir), "--soup-cache", "-1"])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert "--soup-cache = -1" in captured.err
+    assert captured.out == ""
+
+
 def test_cli_rejects_missing_run_dir(tmp_path, capsys):
     status = cli_main(["serve", str(tmp_path / "missing")])
     captured = capsys.readouterr()
     assert status == 2
     assert "config file not found" in captured.err
     assert captured.out == ""
+
+
+def test_extrapolation_over_http(server, run_dir, tiny_base_dir, tmp_path):
+    preference, factors = [0.5, 0.5], [2.0, 1.0]
+    prompt = "The quick brown fox"
+    body = {
+        "prompt": prompt,
+        "preference": preference,
+        "extrapolation": factors,
+        "temperature": 0,
+        "max_tokens": MAX_TOKENS,
+    }
+    status, _, reply = request(server, "POST", "/v1/completions", body)
+    assert status == 200, reply
+    assert reply["soup"]["coefficients"] == pytest.approx([1.375, 0.125])
+    assert reply["soup"]["base"] == pytest.approx(-0.5)
+    prompt_ids = load_tokenizer(str(tiny_base_dir))(prompt)["input_ids"]
+    expected = offline_text(run_dir, tiny_base_dir, tmp_path, preference, prompt_ids, factors)
+    assert reply["choices"][0]["text"] == expected
+    for bad in ([0.5, 1.0], [2.0], "2,1", [True, 1.0]):
+        status, _, reply = request(
+            server, "POST", "/v1/completions", {**body, "extrapolation": bad}
+        )
+        assert status == 400, reply
+        assert reply["error"]["param"] == "extrapolation"

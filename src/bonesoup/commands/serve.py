@@ -18,7 +18,12 @@ from bonesoup.serve.app import (
     create_server,
     serve,
 )
-from bonesoup.serve.engine import DEFAULT_BATCH_WINDOW, DEFAULT_MAX_BATCH_SIZE, SoupEngine
+from bonesoup.serve.engine import (
+    DEFAULT_BATCH_WINDOW,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_SOUP_CACHE,
+    SoupEngine,
+)
 from bonesoup.serve.protocol import Limits
 
 _DEFAULT_LIMITS = Limits()
@@ -106,6 +111,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="LoRA backbones: batch only requests with the same coefficients, and set them on "
         "the model before each batch (default: each row of a batch has its own coefficients)",
     )
+    parser.add_argument(
+        "--soup-cache",
+        type=int,
+        default=DEFAULT_SOUP_CACHE,
+        metavar="N",
+        help="full-weight backbones: keep the N most recently used soups materialised, so a "
+        "switch back to one copies it in instead of recomputing theta_0 + sum_j c_j tau_j; each "
+        "entry contains one copy of the model's parameters in their dtype (float32: 4 bytes per "
+        f"parameter, about 540 MB for a 135M model); 0 turns it off (default {DEFAULT_SOUP_CACHE}; "
+        "ignored for LoRA backbones)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.set_defaults(func=run)
 
@@ -130,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
         _check_positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.batch_window_ms < 0:
         raise BonesoupError(f"--batch-window-ms = {args.batch_window_ms} must be >= 0")
+    if args.soup_cache < 0:
+        raise BonesoupError(
+            f"--soup-cache = {args.soup_cache} is invalid: use 0 (no cache) or a positive count"
+        )
     if args.default_max_tokens > args.max_tokens_limit:
         raise BonesoupError(
             f"--default-max-tokens {args.default_max_tokens} exceeds --max-tokens-limit "
@@ -147,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         served_id=args.model_id,
         per_row_soups=not args.one_soup_per_batch,
+        soup_cache=args.soup_cache,
     ).load()
     try:
         server = create_server(

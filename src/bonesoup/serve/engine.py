@@ -8,7 +8,7 @@ soup lock.
 With LoRA backbones (and `per_row_soups`, the default) every row of a batch has its own
 coefficients (`RowMixing`), so requests with different preferences share a batch. With full-weight
 backbones the soup is one model state, so a batch has one coefficient vector and the scheduler sets
-it before the call.
+it before the call, through a `SoupCache` of the most recently used soups.
 
 Batch keys: greedy requests batch with any greedy request; sampled requests batch only with the
 same temperature and top_p; a request with a `seed` always runs alone, so the seed reproduces its
@@ -28,20 +28,22 @@ from typing import Any
 
 import torch
 
+from bonesoup.coefficients import check_extrapolation
 from bonesoup.config import load_config
 from bonesoup.errors import BonesoupError
 from bonesoup.models import load_causal_lm, load_tokenizer, resolve_model_path
 from bonesoup.rundir import RunDir
 from bonesoup.serve.protocol import ApiError, Limits, ParsedRequest, SamplingParams
 from bonesoup.serve.rows import RowMixing
-from bonesoup.serve.soups import CoefficientTable, find_families
+from bonesoup.serve.soups import CoefficientTable, SoupCache, find_families
 from bonesoup.serve.tracker import BatchTracker, Event
-from bonesoup.switching import LoraSoup, load_soup
+from bonesoup.switching import FullWeightSoup, LoraSoup, load_soup
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_WINDOW = 0.015  # seconds an idle server waits for requests to batch with
 DEFAULT_MAX_BATCH_SIZE = 8
+DEFAULT_SOUP_CACHE = 2  # full-weight soups kept materialised, one model copy each
 
 
 @dataclass
@@ -81,6 +83,7 @@ class SoupEngine:
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         served_id: str | None = None,
         per_row_soups: bool = True,
+        soup_cache: int = DEFAULT_SOUP_CACHE,
     ) -> None:
         self.run = RunDir(Path(run_dir).resolve())
         self.config = load_config(self.run.config)
@@ -98,6 +101,10 @@ class SoupEngine:
         self._current: tuple[float, ...] | None = None
         self.per_row_soups = per_row_soups
         self._mixing: RowMixing | None = None
+        if soup_cache < 0:
+            raise BonesoupError(f"soup cache size {soup_cache} is invalid: use 0 (off) or more")
+        self.soup_cache_size = int(soup_cache)
+        self._cache: SoupCache | None = None
         self.soup = None
         self.tokenizer = None
         self.running: list[str] = []  # request ids of the batch being generated
@@ -116,6 +123,9 @@ class SoupEngine:
         self.soup.model.eval()
         if isinstance(self.soup, LoraSoup) and self.per_row_soups:
             self._mixing = RowMixing(self.soup, dirs)
+        if isinstance(self.soup, FullWeightSoup):
+            self._cache = SoupCache(self.soup, self.soup_cache_size)
+            self.stats.update(self._cache.stats())
         context = getattr(base.config, "max_position_embeddings", None)
         configured = self._limits.context_length
         if context is not None and (configured is None or context < configured):
@@ -193,7 +203,14 @@ class SoupEngine:
         """Queue a request; its text deltas and its end arrive on `job.events`."""
         if self._thread is None or not self._thread.is_alive():
             raise ApiError("the generation engine is not running", None, 503, "server_error")
-        vector, soup = self.table.coefficients(request.method, request.preference)
+        extrapolation = getattr(request, "extrapolation", None)
+        if extrapolation is not None:
+            try:
+                factors = check_extrapolation(extrapolation, len(self.objectives))
+            except BonesoupError as error:
+                raise ApiError(str(error), param="extrapolation") from None
+            extrapolation = tuple(float(k) for k in factors)
+        vector, soup = self.table.coefficients(request.method, request.preference, extrapolation)
         weights = tuple(round(float(value), 12) for value in vector)
         job = Job(request_id, prompt_ids, request.sampling, weights, soup)
         self._queue.put(job)
@@ -273,9 +290,7 @@ class SoupEngine:
                         tokens = self._generate(jobs)
                 else:
                     if jobs[0].weights != self._current:
-                        self.soup.set_coefficients(list(jobs[0].weights))
-                        self._current = jobs[0].weights
-                        self.stats["switches"] += 1
+                        self._switch(jobs[0].weights)
                     tokens = self._generate(jobs)
             self.stats["batches"] += 1
             self.stats["rows"] += len(jobs)
@@ -295,6 +310,17 @@ class SoupEngine:
             tokens,
             time.monotonic() - started,
         )
+
+    def _switch(self, weights: tuple[float, ...]) -> None:
+        """Set one soup on the model; full-weight soups go through the soup cache."""
+        self._current = None  # a failed switch leaves the model in no known soup
+        if self._cache is not None:
+            self._cache.set_coefficients(weights)
+            self.stats.update(self._cache.stats())
+        else:
+            self.soup.set_coefficients(list(weights))
+        self._current = weights
+        self.stats["switches"] += 1
 
     def _generate(self, jobs: list[Job]) -> int:
         """Run one left-padded `generate` call for `jobs`; return rows x decoding steps."""

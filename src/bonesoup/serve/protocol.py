@@ -1,9 +1,10 @@
 """Request validation and response bodies for the OpenAI-compatible API of `bonesoup serve`.
 
-Requests follow the OpenAI chat-completions and completions formats, plus two fields:
-`preference` (n weights on the simplex, one per objective) and `method` (bone-soup, rewarded-soup
-or aba). Every invalid request becomes an `ApiError`, which the server sends as status 400 (or the
-status it carries) with the body {"error": {"message", "type", "param", "code"}}.
+Requests follow the OpenAI chat-completions and completions formats, plus three fields:
+`preference` (n weights on the simplex, one per objective), `method` (bone-soup, rewarded-soup
+or aba) and the optional `extrapolation` (n factors k_i >= 1, one per objective). Every invalid
+request becomes an `ApiError`, which the server sends as status 400 (or the status it carries)
+with the body {"error": {"message", "type", "param", "code"}}.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _COMMON_FIELDS = {
     "model",
     "preference",
     "method",
+    "extrapolation",
     "max_tokens",
     "temperature",
     "top_p",
@@ -111,6 +113,7 @@ class ParsedRequest:
     preference: tuple[float, ...]
     method: str
     sampling: SamplingParams
+    extrapolation: tuple[float, ...] | None = None  # factors k_i >= 1, shape (n,)
     stream: bool = False
     include_usage: bool = False
     messages: list[dict[str, str]] = field(default_factory=list)  # chat only
@@ -205,6 +208,23 @@ def parse_method(value: Any, methods: tuple[str, ...]) -> str:
             param="method",
         )
     return value
+
+
+def parse_extrapolation(value: Any, n: int) -> tuple[float, ...] | None:
+    """Validate `extrapolation`: omitted, or n finite numbers k_i >= 1, one per objective."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != n
+        or not all(_is_number(k) and math.isfinite(k) and k >= 1 for k in value)
+    ):
+        raise _invalid(
+            f"extrapolation must be a list of {n} finite numbers >= 1, one per objective "
+            f"(1 means no extrapolation), got {value!r}",
+            param="extrapolation",
+        )
+    return tuple(float(k) for k in value)
 
 
 def _parse_int(body: dict[str, Any], name: str, low: int, high: int, default: int | None):
@@ -363,6 +383,7 @@ def parse_request(
         kind=kind,
         preference=parse_preference(body.get("preference"), n),
         method=parse_method(body.get("method"), methods),
+        extrapolation=parse_extrapolation(body.get("extrapolation"), n),
         sampling=parse_sampling(body, limits, token_field),
         stream=stream,
         include_usage=include_usage,
