@@ -1,12 +1,15 @@
 """Full-weight merge of 3 checkpoints of the embedded 135M model: throughput and peak memory.
 
 Run: python bench/bench_merge.py [--workdir /tmp/bonesoup-bench] [--repeats 7]
+     [--baseline-pythonpath DIR]
 
 Backbones are theta_0 (the float32 SmolLM2-135M-Instruct copy from `ensure_embedded_model`)
 plus seeded Gaussian noise of standard deviation 1e-3, saved as model.safetensors (538 MB
 each). In every repeat, in this order and in separate processes with one torch thread:
 - `cp` of the same three input files into a fresh folder (the disk and page-cache ceiling);
 - `merge_checkpoints` with c = (1/3, 1/3, 1/3), timed around the call (imports excluded);
+- with --baseline-pythonpath DIR, the same merge with DIR first on PYTHONPATH, so that an older
+  copy of the package in DIR/bonesoup is measured side by side with the current one;
 - every `--naive-every`-th repeat, the naive merge: load each member with from_pretrained,
   average the state dicts, save_pretrained.
 Every job starts after os.sync(), so no job pays for writing back the previous job's output.
@@ -44,12 +47,14 @@ MEMBERS = 3
 
 def machine() -> str:
     """Describe the machine: CPU model, nproc and memory (lscpu, nproc, free -h)."""
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
     cpu = next(
         (ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if "Model name" in ln), "?"
     )
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    free = subprocess.run(["free", "-h"], capture_output=True, text=True).stdout.splitlines()
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
+    free = subprocess.run(
+        ["free", "-h"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     memory = " ".join(free[1].split()[:2]) if len(free) > 1 else "?"
     return f"{cpu}, nproc {nproc}, {memory} total, torch {torch.__version__}, 1 thread"
 
@@ -76,10 +81,13 @@ def make_backbones(base: Path, workdir: Path, count: int) -> list[Path]:
     return paths
 
 
-def run_metered(argv: list[str]) -> tuple[int, float, str]:
+def run_metered(argv: list[str], pythonpath: Path | None = None) -> tuple[int, float, str]:
     """Run argv under a meter process; return (peak RSS in KiB, CPU seconds, child stdout)."""
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
     result = subprocess.run(
-        [sys.executable, "-c", METER, *argv], capture_output=True, text=True, check=True
+        [sys.executable, "-c", METER, *argv], capture_output=True, text=True, check=True, env=env
     )
     lines = result.stdout.strip().splitlines()
     rss, cpu = lines[-1].split()
@@ -128,8 +136,14 @@ def measure_copy(members: list[Path], target: Path) -> dict[str, float]:
     return {"seconds": time.perf_counter() - start, "cpu": cpu, "rss": 0}
 
 
-def measure_job(script: list[str], mode: str, output: Path, members: list[Path]) -> dict:
-    rss, _, out = run_metered([*script, mode, str(output), *map(str, members)])
+def measure_job(
+    script: list[str],
+    mode: str,
+    output: Path,
+    members: list[Path],
+    pythonpath: Path | None = None,
+) -> dict:
+    rss, _, out = run_metered([*script, mode, str(output), *map(str, members)], pythonpath)
     return {**json.loads(out), "rss": rss}
 
 
@@ -139,6 +153,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--naive-every", type=int, default=2, help="run the naive merge every k-th repeat"
+    )
+    parser.add_argument(
+        "--baseline-pythonpath",
+        type=Path,
+        help="folder holding an older bonesoup package to time as a second merge job",
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -153,16 +172,28 @@ def main() -> None:
     input_bytes = sum((m / "model.safetensors").stat().st_size for m in members)
     script = [sys.executable, str(Path(__file__).resolve()), "--child"]
     results: dict[str, list[dict]] = {"cp": [], "merge": [], "naive": [], "import": []}
+    if args.baseline_pythonpath:
+        results["baseline"] = []
     scratch = args.workdir / "out"
     for repeat in range(args.repeats):
         shutil.rmtree(scratch, ignore_errors=True)
         os.sync()  # every job starts without a backlog of dirty pages from the previous one
         results["cp"].append(measure_copy(members, scratch / "cp"))
-        for mode in ("merge", "naive", "import"):
-            if (mode == "naive" and repeat % args.naive_every) or (mode == "import" and repeat):
+        for mode in ("merge", "baseline", "naive", "import"):
+            if (
+                (mode == "naive" and repeat % args.naive_every)
+                or (mode == "import" and repeat)
+                or mode not in results
+            ):
                 continue
             os.sync()
-            results[mode].append(measure_job(script, mode, scratch / mode, members))
+            if mode == "baseline":
+                job = measure_job(
+                    script, "merge", scratch / mode, members, args.baseline_pythonpath
+                )
+            else:
+                job = measure_job(script, mode, scratch / mode, members)
+            results[mode].append(job)
         progress = ", ".join(
             f"{k} {v[-1]['seconds']:.2f}s (cpu {v[-1]['cpu']:.2f}s)"
             for k, v in results.items()
@@ -170,10 +201,12 @@ def main() -> None:
         )
         print(f"repeat {repeat + 1}: {progress}", file=sys.stderr)
     shutil.rmtree(scratch, ignore_errors=True)
-    print_table(results, input_bytes, args.repeats)
+    print_table(results, input_bytes, args.repeats, args.baseline_pythonpath)
 
 
-def print_table(results: dict[str, list[dict]], input_bytes: int, repeats: int) -> None:
+def print_table(
+    results: dict[str, list[dict]], input_bytes: int, repeats: int, baseline: Path | None
+) -> None:
     """Print the markdown rows: median wall and CPU seconds, input GB/s and peak RSS per job."""
 
     def median(mode: str, key: str) -> float:
@@ -189,9 +222,12 @@ def print_table(results: dict[str, list[dict]], input_bytes: int, repeats: int) 
     labels = {
         "cp": "cp of the 3 input files",
         "merge": "merge_checkpoints (streaming)",
+        "baseline": f"merge_checkpoints from {baseline}",
         "naive": "from_pretrained x3 + average + save",
     }
     for mode, label in labels.items():
+        if mode not in results:
+            continue
         wall, cpu = median(mode, "seconds"), median(mode, "cpu")
         rss = f"{median(mode, 'rss') / 1024:.0f}" if mode != "cp" else "-"
         print(
@@ -206,6 +242,12 @@ def print_table(results: dict[str, list[dict]], input_bytes: int, repeats: int) 
         f"(goal >= 0.5); merge / naive peak RSS: "
         f"{median('merge', 'rss') / median('naive', 'rss'):.2f} (goal <= 0.33)"
     )
+    if "baseline" in results:
+        print(
+            f"baseline / merge wall time: "
+            f"{median('baseline', 'seconds') / median('merge', 'seconds'):.2f}, CPU time: "
+            f"{median('baseline', 'cpu') / median('merge', 'cpu'):.2f}"
+        )
 
 
 if __name__ == "__main__":
