@@ -247,3 +247,13 @@ def test_soup_coefficients_is_frozen():
         soup.base = 1.0
     with pytest.raises(ValueError, match="read-only"):
         soup.backbones[0] = 0.0
+
+
+def test_near_singular_matrix_rejected():
+    with pytest.raises(BonesoupError, match=r"condition number 5e\+09 > 10000"):
+        soup_coefficients([0.2, 0.8], beta=0.5000000001)
+
+
+def test_near_singular_matrix_allowed_for_aba():
+    coefficients = soup_coefficients([0.2, 0.8], method="aba", beta=0.5000000001)
+    assert list(coefficients.backbones) == [0.2, 0.8]

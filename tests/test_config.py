@@ -43,7 +43,7 @@ def test_unknown_nested_key_suggests_closest():
     ("data", "message"),
     [
         ({"backbones": {"beta": 0.5}}, r"beta = 0.5 is invalid.*not 1/n = 0.5"),
-        ({"backbones": {"beta": 1.5}}, r"beta = 1.5 is invalid: it must be in \(0, 1\]"),
+        ({"backbones": {"beta": 1.5}}, r"beta = 1.5 is invalid: expected a value in \(0, 1\]"),
         ({"backbones": {"beta": 0.0}}, r"beta = 0.0 is invalid"),
         ({"objectives": ["relevance"]}, r"at least 2"),
         ({"objectives": ["relevance", "relevance"]}, r"repeat a name"),

@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 # when |n beta - 1| / (n - 1) < 0.01, for example beta in (0.495, 0.505) for n = 2.
 CONDITION_NUMBER_WARNING = 100.0
 
+# Above this, bone-soup coefficients reach thousands and a soup is dominated by the difference of
+# near-identical backbones, so it is an error. For n = 2 that is |beta - 0.5| < 5e-5.
+CONDITION_NUMBER_MAX = 1e4
+
 ROW_SUM_TOLERANCE = 1e-6
 
 # |n beta - 1| below this is treated as beta = 1/n, where the circulant matrix is singular.

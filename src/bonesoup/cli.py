@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
 
 from bonesoup import __version__, commands
@@ -67,11 +68,26 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    # SIGTERM and SIGHUP raise SystemExit, so the cleanup of partly written outputs runs as it
+    # does for Ctrl-C. SIGKILL cannot be caught and can leave a hidden .partial folder behind.
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, _exit_on_signal)
     try:
         return int(args.func(args) or 0)
     except BonesoupError as error:
         print(f"bonesoup: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a missing, unreadable or unwritable path given by the user
+        message = " ".join(str(error).split())
+        print(f"bonesoup: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bonesoup: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _exit_on_signal(number: int, frame: object) -> None:
+    raise SystemExit(128 + number)
 
 
 if __name__ == "__main__":

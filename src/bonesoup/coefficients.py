@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bonesoup.backbone import (
+    CONDITION_NUMBER_MAX,
     CONDITION_NUMBER_WARNING,
     check_backbone_matrix,
     circulant_backbone_matrix,
@@ -174,10 +175,11 @@ def soup_coefficients(
 
     Returns:
         SoupCoefficients. A logging warning is emitted when bone-soup inverts a matrix with
-        condition number above CONDITION_NUMBER_WARNING.
+        condition number above CONDITION_NUMBER_WARNING; above CONDITION_NUMBER_MAX it is an error.
 
     Raises:
-        BonesoupError: invalid preference, beta, matrix, factors or method.
+        BonesoupError: invalid preference, beta, matrix, factors or method, or a bone-soup
+            matrix too ill-conditioned to invert usefully.
     """
     method = check_method(method)
     mu = check_preference(preference)
@@ -185,6 +187,12 @@ def soup_coefficients(
     backbone_matrix = _resolve_backbone_matrix(method, n, beta, matrix)
     condition = condition_number(backbone_matrix)
     if method == "bone-soup":
+        if condition > CONDITION_NUMBER_MAX:
+            raise BonesoupError(
+                f"backbone matrix has condition number {condition:.4g} > {CONDITION_NUMBER_MAX:g}: "
+                f"solving B^T c = mu would give coefficients of order {condition:.2g}; choose "
+                f"beta further from 1/{n} (0.6 to 0.8 are typical) or a better-conditioned matrix"
+            )
         if condition > CONDITION_NUMBER_WARNING:
             logger.warning(
                 "backbone matrix has condition number %.4g > %g: the coefficients are large "

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,41 @@ def save_config(config: RunConfig, path: str | Path) -> None:
     temporary.replace(path)
 
 
+# Methods `bonesoup evaluate` knows; bonesoup.evaluate.METHODS is the same list.
+EVALUATION_METHODS = (
+    "bone-soup",
+    "bone-soup-extrapolated",
+    "rewarded-soup",
+    "aba",
+    "morlhf",
+    "theta_0",
+    "mod",
+)
+
+
+def _check_integer(name: str, value: Any, low: int) -> None:
+    """Reject a value that is not an integer (booleans included) or is below `low`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BonesoupError(f"{name} = {value!r} is invalid: expected an integer >= {low}")
+    if value < low:
+        raise BonesoupError(f"{name} = {value} is invalid: expected an integer >= {low}")
+
+
+def _check_number(
+    name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False
+) -> None:
+    """Reject a value that is not a finite number in [low, high], or (low, high] with low_open."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BonesoupError(f"{name} = {value!r} is invalid: expected a finite number")
+    below = value <= low if low_open else value < low
+    if below or value > high:
+        left = "(" if low_open else "["
+        right = "]" if math.isfinite(high) else ")"
+        raise BonesoupError(
+            f"{name} = {value} is invalid: expected a value in {left}{low}, {high}{right}"
+        )
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise BonesoupError(message)
@@ -280,7 +316,9 @@ def validate_config(config: RunConfig) -> None:
     _require(n >= 2, f"objectives lists {n} objective; Bone Soups needs at least 2")
     names = config.objective_names
     _require(len(set(names)) == n, f"objectives repeat a name: {names}; list each objective once")
+    _check_integer("seed", config.seed, low=0)
     beta = config.backbones.beta
+    _check_number("backbones.beta", beta, low=0, high=1, low_open=True)
     _require(
         0 < beta <= 1 and abs(beta - 1 / n) > 1e-9,
         f"backbones.beta = {beta} is invalid: it must be in (0, 1] and not 1/n = {1 / n:.4g}",
@@ -296,10 +334,7 @@ def validate_config(config: RunConfig) -> None:
         f"training.algorithm {training.algorithm!r} is invalid: use rloo or grpo",
     )
     for key in ("steps", "prompts_per_step", "max_new_tokens", "workers", "save_steps"):
-        value = getattr(training, key)
-        _require(
-            isinstance(value, int) and value >= 1, f"training.{key} = {value!r}: expected >= 1"
-        )
+        _check_integer(f"training.{key}", getattr(training, key), low=1)
     _require(
         training.completions_per_prompt >= 2,
         f"training.completions_per_prompt = {training.completions_per_prompt}: expected >= 2, "
@@ -313,7 +348,15 @@ def validate_config(config: RunConfig) -> None:
         isinstance(training.heldout_prompts, int) and training.heldout_prompts >= 0,
         f"training.heldout_prompts = {training.heldout_prompts!r}: expected >= 0",
     )
-    _require(training.kl_coef >= 0, f"training.kl_coef = {training.kl_coef}: expected >= 0")
+    _check_number("training.kl_coef", training.kl_coef, low=0)
+    _check_number("training.learning_rate", training.learning_rate, low=0, low_open=True)
+    _check_number("training.temperature", training.temperature, low=0, low_open=True)
+    _check_number("training.top_p", training.top_p, low=0, high=1, low_open=True)
+    _check_integer("training.lora.r", training.lora.r, low=1)
+    _check_number("training.lora.alpha", training.lora.alpha, low=0, low_open=True)
+    _check_number("training.lora.dropout", training.lora.dropout, low=0, high=1)
+    for seed in training.seeds:
+        _check_integer("training.seeds entry", seed, low=0)
     _require(
         config.model.dtype in ("float32", "bfloat16", "float16"),
         f"model.dtype {config.model.dtype!r} is invalid: use float32, bfloat16 or float16",
@@ -323,7 +366,24 @@ def validate_config(config: RunConfig) -> None:
         f"normalization.method {config.normalization.method!r} is invalid: use zscore or none",
     )
     evaluation = config.evaluation
-    _require(0 < evaluation.top_p <= 1, f"evaluation.top_p = {evaluation.top_p}: expected (0, 1]")
+    _check_number("evaluation.top_p", evaluation.top_p, low=0, high=1, low_open=True)
+    _check_number("evaluation.temperature", evaluation.temperature, low=0, low_open=True)
+    for key in ("max_new_tokens", "batch_size", "workers", "samples_per_prompt"):
+        _check_integer(f"evaluation.{key}", getattr(evaluation, key), low=1)
+    _check_integer("evaluation.seed", evaluation.seed, low=0)
+    if evaluation.grid is not None:
+        _check_integer("evaluation.grid", evaluation.grid, low=1)
+    if evaluation.test_prompts is not None:
+        _check_integer("evaluation.test_prompts", evaluation.test_prompts, low=1)
+    for method in evaluation.methods:
+        if method not in EVALUATION_METHODS:
+            close = difflib.get_close_matches(str(method), EVALUATION_METHODS, n=1)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else "valid: " + ", ".join(EVALUATION_METHODS)
+            )
+            raise BonesoupError(f"evaluation.methods has unknown method {method!r}; {hint}")
     _require(
         all(k >= 1 for k in evaluation.extrapolation_candidates),
         f"evaluation.extrapolation_candidates {evaluation.extrapolation_candidates}: each k >= 1",

@@ -31,12 +31,13 @@ def add_config_arguments(
 
 
 def load_run_config(args: argparse.Namespace) -> RunConfig:
-    """Load CONFIG and apply --set, --run-dir and --quick, in that order."""
-    config = apply_overrides(load_config(args.config), args.overrides)
-    if getattr(args, "run_dir", None):
-        config.run_dir = args.run_dir
+    """Load CONFIG, then apply --quick, --set and --run-dir, so explicit values win over --quick."""
+    config = load_config(args.config)
     if getattr(args, "quick", False):
         from bonesoup.pipeline import quick_config
 
         config = quick_config(config)
+    config = apply_overrides(config, args.overrides)
+    if getattr(args, "run_dir", None):
+        config.run_dir = args.run_dir
     return config

@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--extrapolation",
         default=None,
         metavar="K1,...,Kn",
-        help="per-objective extrapolation factors k_i >= 1; adds a coefficient on theta_0",
+        help="per-objective extrapolation factors k_i >= 1; appends theta_0's coefficient to "
+        "the JSON 'coefficients' list",
     )
     parser.add_argument(
         "--matrix",
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         preference, method=args.method, beta=beta, matrix=matrix, extrapolation=factors
     )
     if args.json:
-        print(json.dumps(soup.to_dict()))
+        print(json.dumps(_rounded(soup.to_dict())))
     else:
         print(format_table(soup))
     return 0
@@ -122,3 +123,14 @@ def format_table(soup: SoupCoefficients) -> str:
     if soup.extrapolation is not None:
         lines.append(f"{'theta_0':<12}{soup.base:>12.4f}")
     return "\n".join(lines)
+
+
+def _rounded(value: object) -> object:
+    """Round floats to 12 decimals so that float noise such as -8.6e-17 prints as 0.0."""
+    if isinstance(value, float):
+        return round(value, 12) + 0.0  # + 0.0 turns -0.0 into 0.0
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    return value

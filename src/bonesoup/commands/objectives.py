@@ -71,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "objectives", help="list objectives with their ranges and the reward-model presets"
+        "objectives",
+        help="list objectives with their ranges and the reward-model presets",
+        description="List the registered objectives (name, range, what each rewards) and the "
+        "reward-model presets. Objectives in a config may also be hf:<id or path> reward models "
+        "or module:function user functions.",
     )
     parser.add_argument("--json", action="store_true", help="print the listing as JSON")
     parser.set_defaults(func=run)

@@ -28,7 +28,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("score", help="score one response with one objective")
+    parser = subparsers.add_parser(
+        "score",
+        help="score one response with one objective",
+        description="Score one (prompt, response) pair with one objective and print the raw "
+        "reward. Reward-model objectives load their model first.",
+    )
     parser.add_argument(
         "--objective",
         required=True,

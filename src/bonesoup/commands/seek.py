@@ -23,7 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "resume from their last checkpoint.",
     )
     add_config_arguments(parser)
-    parser.add_argument("--seeds", type=int, nargs="+", help="train only these training seeds")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="train only these training seeds, e.g. --seeds 0 1 (added to training.seeds)",
+    )
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -38,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     set_torch_threads(1)
     config = load_run_config(args)
+    if args.seeds:
+        # Seeds named on the command line are trained even when training.seeds leaves them out.
+        config.training.seeds = sorted(set(config.training.seeds) | set(args.seeds))
     if args.dry_run:
         print(json.dumps(dry_run(config, config.run_dir, args.seeds), indent=2))
         return 0

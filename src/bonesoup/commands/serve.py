@@ -41,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run_dir", metavar="RUN_DIR", help="run folder with config.yaml and trained backbones"
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="TCP port (default 8000); 0 picks a free one"
+    )
     parser.add_argument(
         "--seed",
         type=int,

@@ -64,6 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print a JSON object or one summary block per beta."""
+    if args.seed is not None and args.seed < 0:
+        raise BonesoupError(f"invalid --seed {args.seed}: use an integer >= 0")
+    if args.points < 2:
+        raise BonesoupError(f"invalid --points {args.points}: use 2 or more grid points")
     if args.seed is None:
         if args.dim is not None:
             raise BonesoupError(

@@ -136,10 +136,12 @@ def build_markdown(run_dir: Path, metrics: dict[str, Any]) -> str:
     lines += ["## Metrics", ""]
     lines += metrics_table(metrics)
     reference = ", ".join(f"{value:.3f}" for value in metrics["reference_point"])
+    normalised = RunDir(Path(run_dir)).normalization.is_file()
+    scale = "z-normalised with theta_0's statistics" if normalised else "raw (not normalised)"
     lines += [
         "",
         f"Hypervolume reference point ({reference}): {metrics['reference_rule']}. "
-        "Rewards are z-normalised with theta_0's statistics and oriented so higher is "
+        f"Rewards are {scale} and oriented so higher is "
         "better. Alignment is the mean of mu . r over the grid; ordered is the fraction "
         "of neighbouring mu_i levels where r_i rises.",
         "",

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from bonesoup.config import RunConfig
+from bonesoup.errors import BonesoupError
 from bonesoup.evaluate.generation import Generation, generate
 from bonesoup.evaluate.jobs import FAMILY, EvalJob, backbone_dirs, sampling_seed, soup_weights
 from bonesoup.rundir import RunDir
@@ -75,10 +76,13 @@ class JobRunner:
             Normalizer.load(self.run.normalization) if self.run.normalization.is_file() else None
         )
         if self.normalizer is None:
-            logger.warning(
-                "%s is missing: rows store raw rewards as the normalised ones",
-                self.run.normalization,
-            )
+            if config.normalization.method != "none":
+                raise BonesoupError(
+                    f"{self.run.normalization} is missing but normalization.method is "
+                    f"{config.normalization.method!r}; run `bonesoup seek` on this run folder "
+                    "to fit it, or set normalization.method to none"
+                )
+            logger.info("normalization.method is none: normalised rewards equal raw ones")
         self._prompts: dict[str, tuple[list, list[str]]] = {}
         # One loaded model set at a time (a soup, a MOD mixture or theta_0) keeps memory at one
         # soup's worth. Jobs arrive grouped by seed and backbone family, so each loads once.

@@ -174,6 +174,12 @@ def wait_for_rows(path: Path, keys: set[str], fingerprint: str) -> None:
 def _usable_methods(
     run_dir: Path, methods: list[str], seeds: list[int], n: int, explicit: bool
 ) -> list[str]:
+    for seed in seeds:
+        if not RunDir(run_dir).backbones(seed).is_dir():
+            raise BonesoupError(
+                f"training seed {seed} has no backbones in {RunDir(run_dir).backbones(seed)}; "
+                f"train it with `bonesoup seek --seeds {seed}` or leave it out of --seeds"
+            )
     usable = []
     for method in methods:
         reasons = [r for s in seeds if (r := method_available(run_dir, s, method, n)) is not None]

@@ -208,7 +208,13 @@ class FunctionObjective(Objective):
         responses: Sequence[str],
         references: Sequence[str | None],
     ) -> list[float]:
-        values = self.function(list(prompts), list(responses), list(references))
+        try:
+            values = self.function(list(prompts), list(responses), list(references))
+        except TypeError as error:
+            raise BonesoupError(
+                f"objective function {self.name!r} failed: {error}; it must take "
+                "(prompts, responses, references) lists and return one float per response"
+            ) from error
         try:
             scores = [float(value) for value in values]
         except (TypeError, ValueError) as error:
