@@ -168,6 +168,13 @@ def test_health_and_models(server):
     assert body["error"]["code"] == "not_found"
 
 
+def test_get_on_post_route_is_405(server):
+    status, response, body = request(server, "GET", "/v1/completions")
+    assert status == 405
+    assert response.getheader("Allow") == "POST"
+    assert body["error"]["code"] == "method_not_allowed"
+
+
 def test_greedy_chat_matches_offline_merge(server, run_dir, tiny_base_dir, tmp_path):
     preference = [1.0, 0.0]  # bone-soup coefficients (1.75, -0.75): extrapolates past a backbone
     status, response, body = chat(server, preference)

@@ -168,9 +168,17 @@ def _raw_coefficients(args: argparse.Namespace, count: int) -> list[float]:
 
 
 def _lora_base(args: argparse.Namespace, backbones: list[Path]) -> Path:
-    if args.base:
-        return Path(args.base)
     named = load_lora_adapter(backbones[0]).base_model_name_or_path
+    if args.base:
+        base = Path(args.base)
+        if named and Path(named).is_dir() and Path(named).resolve() != base.resolve():
+            logger.warning(
+                "the adapters were trained on %s but --base is %s; the soup is only exact on "
+                "the base the adapters were trained from",
+                named,
+                base,
+            )
+        return base
     if named and Path(named).is_dir():
         return Path(named)
     raise BonesoupError(
@@ -183,6 +191,15 @@ def _write(
     args: argparse.Namespace, backbones: list[Path], backbone_c: list[float], base_c: float
 ) -> str:
     output = Path(args.output)
+    stale = sorted(output.parent.glob(f".{output.name}.partial-*"))
+    if stale:
+        logger.warning(
+            "found %d partial output folders of earlier merges that were killed, e.g. %s; "
+            "remove them if no other merge into %s is running",
+            len(stale),
+            stale[0],
+            output,
+        )
     kinds = [is_lora_adapter(p) for p in backbones]
     if any(kinds) and not all(kinds):
         raise BonesoupError("the backbones mix LoRA adapters and full checkpoints; use one kind")

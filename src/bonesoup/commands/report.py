@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bonesoup.errors import BonesoupError
 from bonesoup.evaluate import compute_metrics, headline, write_report
 
 
@@ -22,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report and print its headline and path."""
+    if not Path(args.run_dir).is_dir():
+        raise BonesoupError(f"run folder not found: {args.run_dir}")
     metrics = compute_metrics(Path(args.run_dir))
     report = write_report(Path(args.run_dir), metrics)
     print(headline(metrics))

@@ -101,6 +101,8 @@ class SoupRequestHandler(BaseHTTPRequestHandler):
     def _send_error(self, error: ApiError, request_id: str, close: bool = False) -> None:
         logger.warning("%s: %d %s", request_id, error.status, error.message)
         headers = {"Retry-After": "1"} if error.status == 503 else {}
+        if error.status == 405:
+            headers["Allow"] = "POST"
         if close:
             headers["Connection"] = "close"
             self.close_connection = True
@@ -132,6 +134,9 @@ class SoupRequestHandler(BaseHTTPRequestHandler):
             self._send_json(200, {"object": "list", "data": [model]}, request_id)
         elif path == f"/v1/models/{engine.served_id}":
             self._send_json(200, model, request_id)
+        elif path in _ROUTES:
+            allowed = ApiError(f"{path} accepts POST only", None, 405, code="method_not_allowed")
+            self._send_error(allowed, request_id)
         else:
             self._send_error(_not_found(path), request_id)
 
