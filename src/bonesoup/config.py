@@ -270,7 +270,7 @@ def save_config(config: RunConfig, path: str | Path) -> None:
     temporary.replace(path)
 
 
-# Methods `bonesoup evaluate` knows; bonesoup.evaluate.METHODS is the same list.
+# Methods that `bonesoup evaluate` accepts, the same list as bonesoup.evaluate.METHODS.
 EVALUATION_METHODS = (
     "bone-soup",
     "bone-soup-extrapolated",
@@ -311,11 +311,12 @@ def _require(condition: bool, message: str) -> None:
 
 
 def validate_config(config: RunConfig) -> None:
-    """Check values that no single field can check on its own."""
+    """Check the type and range of every value, and the rules that tie fields together."""
     n = len(config.objectives)
     _require(n >= 2, f"objectives lists {n} objective; Bone Soups needs at least 2")
     names = config.objective_names
     _require(len(set(names)) == n, f"objectives repeat a name: {names}; list each objective once")
+
     _check_integer("seed", config.seed, low=0)
     beta = config.backbones.beta
     _check_number("backbones.beta", beta, low=0, high=1, low_open=True)
@@ -328,6 +329,7 @@ def validate_config(config: RunConfig) -> None:
             len(weights) == n and min(weights) >= 0 and abs(sum(weights) - 1) <= 1e-6,
             f"backbones.morlhf entry {weights} must have {n} non-negative weights summing to 1",
         )
+
     training = config.training
     _require(
         training.algorithm in ("rloo", "grpo"),
@@ -348,6 +350,7 @@ def validate_config(config: RunConfig) -> None:
         isinstance(training.heldout_prompts, int) and training.heldout_prompts >= 0,
         f"training.heldout_prompts = {training.heldout_prompts!r}: expected >= 0",
     )
+
     _check_number("training.kl_coef", training.kl_coef, low=0)
     _check_number("training.learning_rate", training.learning_rate, low=0, low_open=True)
     _check_number("training.temperature", training.temperature, low=0, low_open=True)
@@ -365,6 +368,7 @@ def validate_config(config: RunConfig) -> None:
         config.normalization.method in ("zscore", "none"),
         f"normalization.method {config.normalization.method!r} is invalid: use zscore or none",
     )
+
     evaluation = config.evaluation
     _check_number("evaluation.top_p", evaluation.top_p, low=0, high=1, low_open=True)
     _check_number("evaluation.temperature", evaluation.temperature, low=0, low_open=True)

@@ -74,7 +74,7 @@ def finished_keys(path: Path, fingerprint: str) -> set[str]:
     for row in read_jsonl(path):
         if row.get("fingerprint") != fingerprint:
             raise BonesoupError(
-                f"{path} holds rows made with other evaluation settings (fingerprint "
+                f"{path} contains rows made with other evaluation settings (fingerprint "
                 f"{row.get('fingerprint')}, now {fingerprint}); move or delete {path.parent} "
                 "to evaluate again, or restore the previous configuration"
             )
