@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from bonesoup.backbone import circulant_backbone_matrix
 from bonesoup.errors import BonesoupError
 from bonesoup.toy import (
     DEFAULT_BETAS,
@@ -78,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         dim = args.objectives if args.dim is None else args.dim
         quadratics = random_quadratics(args.objectives, dim, args.seed)
+    for beta in args.beta:  # reject a bad beta before any work is logged
+        circulant_backbone_matrix(args.objectives, beta)
     report = run_toy(tuple(args.beta), quadratics, args.points, args.seed)
     if args.json:
         print(json.dumps(report))
