@@ -31,7 +31,7 @@ from bonesoup.prompts import format_prompt, load_prompts
 
 
 def cpu_model() -> str:
-    output = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    output = subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
     for line in output.splitlines():
         if line.startswith("Model name:"):
             return line.split(":", 1)[1].strip()

@@ -46,7 +46,7 @@ def machine() -> str:
         )
     except (OSError, subprocess.CalledProcessError, StopIteration):
         pass
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    nproc = subprocess.run(["nproc"], check=False, capture_output=True, text=True).stdout.strip()
     return f"{cpu}, nproc {nproc}, torch {torch.__version__}"
 
 

@@ -144,7 +144,7 @@ def _module_scale(config: dict, module: str, rank: int) -> float:
 def _read_factors(path: Path, weights: Path, config: dict) -> dict[str, LoraFactors]:
     parts: dict[str, dict[str, torch.Tensor]] = {}
     with safe_open(weights, framework="pt") as handle:
-        for key in handle.keys():
+        for key in handle.keys():  # noqa: SIM118 (safe_open handles are not iterable)
             match = KEY_PATTERN.match(key)
             if match is None:
                 raise BonesoupError(

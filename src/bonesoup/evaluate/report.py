@@ -140,10 +140,12 @@ def build_markdown(run_dir: Path, metrics: dict[str, Any]) -> str:
     scale = "z-normalised with theta_0's statistics" if normalised else "raw (not normalised)"
     lines += [
         "",
-        f"Hypervolume reference point ({reference}): {metrics['reference_rule']}. "
-        f"Rewards are {scale} and oriented so higher is "
-        "better. Alignment is the mean of mu . r over the grid; ordered is the fraction "
-        "of neighbouring mu_i levels where r_i rises.",
+        (
+            f"Hypervolume reference point ({reference}): {metrics['reference_rule']}. "
+            f"Rewards are {scale} and oriented so higher is better. Alignment is the mean of "
+            "mu . r over the grid; ordered is the fraction of neighbouring mu_i levels where "
+            "r_i rises."
+        ),
         "",
     ]
     if "extrapolation" in metrics:
