@@ -125,3 +125,8 @@ def test_quick_config_uses_own_run_dir():
     assert quick.run_dir == "runs/demo-quick"
     assert quick.training.steps < config.training.steps
     assert quick.prompts.test < config.prompts.test
+
+
+def test_unknown_logger_rejected():
+    with pytest.raises(BonesoupError, match="training.logging entry 'mlflow' is invalid"):
+        config_from_dict({"training": {"logging": ["mlflow"]}})

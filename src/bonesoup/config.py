@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import importlib.util
 import json
 import math
 from dataclasses import dataclass, field
@@ -351,6 +352,17 @@ def validate_config(config: RunConfig) -> None:
         f"training.heldout_prompts = {training.heldout_prompts!r}: expected >= 0",
     )
 
+    for logger_name in training.logging:
+        _require(
+            logger_name in ("tensorboard", "wandb"),
+            f"training.logging entry {logger_name!r} is invalid: use tensorboard or wandb "
+            "(each needs its package installed: pip install tensorboard, or pip install wandb)",
+        )
+        _require(
+            importlib.util.find_spec(logger_name) is not None,
+            f"training.logging lists {logger_name} but the {logger_name} package is not "
+            f"installed; pip install {logger_name}, or remove it from training.logging",
+        )
     _check_number("training.kl_coef", training.kl_coef, low=0)
     _check_number("training.learning_rate", training.learning_rate, low=0, low_open=True)
     _check_number("training.temperature", training.temperature, low=0, low_open=True)
