@@ -271,7 +271,7 @@ def save_config(config: RunConfig, path: str | Path) -> None:
     temporary.replace(path)
 
 
-# Methods that `bonesoup evaluate` accepts, the same list as bonesoup.evaluate.METHODS.
+# Methods that `bonesoup evaluate` accepts; bonesoup.evaluate.METHODS is this tuple.
 EVALUATION_METHODS = (
     "bone-soup",
     "bone-soup-extrapolated",

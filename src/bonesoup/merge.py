@@ -272,7 +272,7 @@ class _SharedOriginCheck:
         """Add the first entries of one matrix of member j, flat, at most ORIGIN_CHECK_SAMPLE.
 
         `sample` is a task vector's entries with a base, else the member's weights.
-        `reference_sample` holds the same entries of theta_0 with a base, else of member 1.
+        `reference_sample` contains the same entries of theta_0 with a base, else of member 1.
         """
         if j == 0:
             self.reference_norm += float(torch.dot(reference_sample, reference_sample))

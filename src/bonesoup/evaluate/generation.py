@@ -1,6 +1,6 @@
 """Batched sampling for the evaluation sweep.
 
-Prompts are tokenised with left padding and an attention mask, sorted by length so a batch holds
+Prompts are tokenised with left padding and an attention mask, sorted by length so a batch contains
 prompts of similar size, generated in batches and returned in the original order. Batch b is
 sampled after `torch.manual_seed(seed + b)` inside a forked RNG state, so two models given the
 same prompts and seed draw the same random numbers: methods are compared on equal noise.

@@ -19,21 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from bonesoup.coefficients import soup_coefficients
-from bonesoup.config import RunConfig
+from bonesoup.config import EVALUATION_METHODS, RunConfig
 from bonesoup.errors import BonesoupError
 from bonesoup.preferences import preference_grid, simplex_lattice
 from bonesoup.rundir import RunDir
 from bonesoup.training import read_backbone_json
 
-METHODS = (
-    "bone-soup",
-    "bone-soup-extrapolated",
-    "rewarded-soup",
-    "aba",
-    "morlhf",
-    "theta_0",
-    "mod",
-)
+# Defined in bonesoup.config, which validates evaluation.methods without importing torch.
+METHODS = EVALUATION_METHODS
 # The backbone family (folder prefix) each method loads.
 FAMILY = {
     "bone-soup": "bone-soup",

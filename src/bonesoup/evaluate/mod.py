@@ -5,7 +5,7 @@ For a preference mu the next token is drawn from
     log p(y_t | y_<t) = sum_j mu_j log p_j(y_t | y_<t) + const,
 
 where p_j is backbone j's next-token distribution (log-softmax of its logits). One backbone, the
-"main" one, runs inside `generate`; `MixtureLogitsProcessor` runs the forward passes of the others
+"main" one, runs inside `generate`. `MixtureLogitsProcessor` runs the forward passes of the others
 (n forward passes per token in all), each with its own KV cache, and replaces the main model's
 logits with the mixture. Temperature and top-p are applied afterwards by `generate`, because
 transformers 5.25 places custom processors before its sampling warpers.

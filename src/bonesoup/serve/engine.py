@@ -10,8 +10,8 @@ coefficients (`RowMixing`), so requests with different preferences share a batch
 backbones the soup is one model state, so a batch has one coefficient vector and the scheduler sets
 it before the call, through a `SoupCache` of the most recently used soups.
 
-Batch keys: greedy requests batch with any greedy request; sampled requests batch only with the
-same temperature and top_p; a request with a `seed` always runs alone, so the seed reproduces its
+Batch keys: greedy requests batch with any greedy request. Sampled requests batch only with the
+same temperature and top_p. A request with a `seed` always runs alone, so the seed reproduces its
 sample. Full-weight soups add the coefficient vector to the key.
 """
 
